@@ -1,0 +1,102 @@
+"""Kafka plumbing shared by the commands: topic creation, producing, dead-letter records."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import orjson
+from confluent_kafka import KafkaError, KafkaException, Producer
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from modelsiem.settings import Settings
+
+# Headers of a dead-letter record; its key and value are the original message's, byte for byte.
+DLQ_REASON = "modelsiem.reason"
+DLQ_TOPIC = "modelsiem.source.topic"
+DLQ_PARTITION = "modelsiem.source.partition"
+DLQ_OFFSET = "modelsiem.source.offset"
+DLQ_STAGE = "modelsiem.stage"
+DEADLETTER_MAX_BYTES = 16 * 1024 * 1024
+
+
+def deadletter_headers(reason: str, topic: str, partition: int, offset: int, stage: str) -> list[tuple[str, bytes]]:
+    return [
+        (DLQ_REASON, reason.encode()),
+        (DLQ_TOPIC, topic.encode()),
+        (DLQ_PARTITION, str(partition).encode()),
+        (DLQ_OFFSET, str(offset).encode()),
+        (DLQ_STAGE, stage.encode()),
+    ]
+
+
+def admin(settings: Settings) -> AdminClient:
+    return AdminClient(settings.kafka.client_config())
+
+
+def ensure_topics(
+    settings: Settings, configs: dict[str, dict[str, str]] | None = None, timeout: float = 30.0
+) -> dict[str, int]:
+    """Create the event, alert and dead-letter topics if missing; return each one's partition count.
+
+    ``configs`` adds topic configs by topic name, for the topics this call creates.
+    """
+    t = settings.topics
+    client = admin(settings)
+    wanted = [t.inference, t.feedback, t.alerts, t.deadletter]
+    # The dead-letter topic takes what the event topics may have let through, byte for byte.
+    configs = {t.deadletter: {"max.message.bytes": str(DEADLETTER_MAX_BYTES)}, **(configs or {})}
+    futures = client.create_topics(
+        [NewTopic(name, num_partitions=t.partitions, replication_factor=t.replication, config=configs.get(name, {}))
+         for name in wanted],
+        operation_timeout=timeout,
+        request_timeout=timeout,
+    )
+    for name, future in futures.items():
+        try:
+            future.result(timeout)
+        except KafkaException as exc:
+            if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
+                raise
+    metadata = client.list_topics(timeout=timeout)
+    return {name: len(metadata.topics[name].partitions) for name in wanted}
+
+
+def producer(settings: Settings, **overrides: Any) -> Producer:
+    conf: dict[str, Any] = {
+        **settings.kafka.client_config(),
+        "enable.idempotence": True,
+        "linger.ms": 20,
+        "compression.type": "lz4",
+        "message.max.bytes": DEADLETTER_MAX_BYTES,
+    }
+    conf.update(overrides)
+    return Producer(conf)
+
+
+def publish_events(settings: Settings, events: Iterable[dict[str, Any]]) -> int:
+    """Publish contract events to their topics, keyed by principal id; return how many."""
+    topics = {"inference": settings.topics.inference, "feedback": settings.topics.feedback}
+    errors: list[str] = []
+
+    def on_delivery(err: KafkaError | None, _msg: object) -> None:
+        if err is not None:
+            errors.append(str(err))
+
+    prod = producer(settings)
+    count = 0
+    for event in events:
+        topic = topics[event["kind"]]
+        value = orjson.dumps(event)
+        while True:
+            try:
+                prod.produce(topic, value=value, key=event["principal"]["id"].encode(), on_delivery=on_delivery)
+                break
+            except BufferError:  # local queue full: let librdkafka drain it
+                prod.poll(0.5)
+        count += 1
+        prod.poll(0)
+    remaining = prod.flush(60)
+    if remaining or errors:
+        raise RuntimeError(f"{remaining} events undelivered, {len(errors)} delivery errors; first: {errors[:1]}")
+    return count

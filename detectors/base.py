@@ -1,0 +1,173 @@
+"""The detector interface: metadata, a partition key, and an update step.
+
+A detector is one class in one file. It declares
+
+- ``meta``: a validated :class:`DetectorMeta` (id, ATLAS technique, severity,
+  references, false positives, a triage note for the analyst);
+- ``Params``: a pydantic model of its tunable parameters;
+- ``partition_key``: what its state is keyed by (``"principal"``,
+  ``"fingerprint"``, ``"model"``), so that the stream processor can route every
+  event of one key to one worker;
+- ``new_state()`` and ``update(state, event)``: the state is a plain JSON-able
+  ``dict`` that ``update`` mutates, so it can be checkpointed to a changelog and
+  restored after a restart; ``update`` returns the findings the event raised;
+- ``examples()``: labelled event sequences that must and must not alert, which
+  the conformance suite replays for every installed detector.
+
+Windows use the event's own timestamp, never the wall clock, so that a replay
+of a file raises the same alerts as the live stream.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, HttpUrl, model_validator
+
+from stream.events import FeedbackEvent, InferenceEvent
+
+Severity = Literal["low", "medium", "high", "critical"]
+# Elastic Security's numeric severities, and the risk-score band of each.
+SEVERITY_NUMBER: dict[str, int] = {"low": 21, "medium": 47, "high": 73, "critical": 99}
+RISK_BANDS: dict[str, tuple[int, int]] = {
+    "low": (0, 21),
+    "medium": (22, 47),
+    "high": (48, 73),
+    "critical": (74, 100),
+}
+SEVERITY_RANK: dict[str, int] = {"low": 0, "medium": 1, "high": 2, "critical": 3}
+
+PartitionKey = Literal["principal", "fingerprint", "model"]
+EventKind = Literal["inference", "feedback"]
+AnyEvent = InferenceEvent | FeedbackEvent
+State = dict[str, Any]
+
+
+class AtlasRef(BaseModel):
+    """A MITRE ATLAS tactic or technique."""
+
+    model_config = ConfigDict(frozen=True)
+    id: str = Field(pattern=r"^AML\.(TA\d{4}|T\d{4}(\.\d{3})?)$")
+    name: str
+
+    @property
+    def reference(self) -> str:
+        kind = "tactics" if self.id.startswith("AML.TA") else "techniques"
+        return f"https://atlas.mitre.org/{kind}/{self.id}"
+
+
+class DetectorMeta(BaseModel):
+    """What an analyst and a detection engineer need to know about a detector."""
+
+    model_config = ConfigDict(frozen=True)
+
+    id: str = Field(pattern=r"^[a-z][a-z0-9_]{2,63}$")
+    name: str = Field(min_length=3, max_length=120)
+    version: int = Field(ge=1, description="Bump when the logic changes what it alerts on.")
+    description: str = Field(min_length=20)
+    tactic: AtlasRef
+    technique: AtlasRef
+    subtechnique: AtlasRef | None = None
+    severity: Severity
+    risk_score: int = Field(ge=0, le=100)
+    event_kinds: frozenset[EventKind]
+    references: tuple[HttpUrl, ...] = Field(min_length=1)
+    false_positives: tuple[str, ...] = Field(min_length=1)
+    triage: str = Field(min_length=20, description="What the analyst should check first.")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> DetectorMeta:
+        low, high = RISK_BANDS[self.severity]
+        if not low <= self.risk_score <= high:
+            raise ValueError(f"risk_score {self.risk_score} is outside the {self.severity} band {low}-{high}")
+        if self.technique.id.count(".") != 1:
+            raise ValueError("technique must be a technique id; put sub-techniques in subtechnique")
+        if self.subtechnique and not self.subtechnique.id.startswith(self.technique.id + "."):
+            raise ValueError("subtechnique must belong to technique")
+        return self
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    """What a detector concluded from an event: the stream turns it into an ECS alert.
+
+    ``subject`` names what the alert is about (a principal id, a fingerprint);
+    findings on the same subject update one alert. ``magnitude`` is the size of
+    the evidence (events in the burst, reports in the surge): the alert is
+    re-sent when it has grown, not on every event.
+    """
+
+    subject: str
+    severity: Severity
+    risk_score: int
+    summary: str
+    magnitude: float
+    evidence: dict[str, Any] = field(default_factory=dict)
+    users: tuple[str, ...] = ()
+    ips: tuple[str, ...] = ()
+    hashes: tuple[str, ...] = ()
+    event_ids: tuple[str, ...] = ()
+    # The principal the alert is about, when there is exactly one.
+    user: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Example:
+    """A labelled event sequence: ``alerts`` says whether the detector must raise on it."""
+
+    name: str
+    alerts: bool
+    events: Callable[[], list[AnyEvent]]
+
+
+class Detector(ABC):
+    """Base class of every detector; see the module docstring."""
+
+    meta: ClassVar[DetectorMeta]
+    partition_key: ClassVar[PartitionKey]
+
+    class Params(BaseModel):
+        model_config = ConfigDict(extra="forbid", frozen=True)
+
+    def __init__(self, **params: Any) -> None:
+        self.params = self.Params(**params)
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.params.model_dump().items())
+        return f"{type(self).__name__}({args})"
+
+    def key(self, event: AnyEvent) -> str | None:
+        """The state key of an event, or None when the detector does not apply to it."""
+        if event.kind not in self.meta.event_kinds:
+            return None
+        value = partition_value(self.partition_key, event)
+        # The model is part of every key: one principal's use of two models is two baselines.
+        return None if value is None else f"{event.model.name}\x1f{value}"
+
+    @abstractmethod
+    def new_state(self) -> State:
+        """A fresh, JSON-able state for a key never seen before."""
+
+    @abstractmethod
+    def update(self, state: State, event: AnyEvent) -> Iterable[Finding]:
+        """Learn from one event (mutating ``state``) and return what it raised."""
+
+    @classmethod
+    @abstractmethod
+    def examples(cls) -> list[Example]:
+        """Labelled positive and negative cases, run with default parameters."""
+
+
+def partition_value(kind: PartitionKey, event: AnyEvent) -> str | None:
+    """The value an event is partitioned by for one kind of key."""
+    if kind == "principal":
+        return event.principal.id
+    if kind == "model":
+        return event.model.name
+    if isinstance(event, FeedbackEvent):
+        return event.item.fingerprint or event.item.origin
+    return None
+

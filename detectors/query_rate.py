@@ -1,0 +1,164 @@
+"""Query rate of one principal against its own baseline (model extraction).
+
+Counts each principal's queries to a model in event-time buckets and keeps an
+exponentially weighted mean and variance of the per-bucket count. A bucket whose
+count exceeds the absolute floor, ``factor`` times the baseline and ``z``
+standard deviations above it raises a finding. Buckets that alerted are not
+learned, so a sustained flood cannot become its own baseline.
+
+A rate change alone is weak evidence of extraction (backfills and batch jobs do
+it too), so this detector stays at low severity.
+
+>>> from datetime import datetime, timedelta, timezone
+>>> from stream.events import InferenceEvent
+>>> det = QueryRateDetector(min_rate=50)
+>>> state, t0 = det.new_state(), datetime(2026, 1, 1, tzinfo=timezone.utc)
+>>> def query(i, seconds):
+...     return InferenceEvent(event_id=f"e{i}", timestamp=t0 + timedelta(seconds=seconds),
+...                           model={"name": "m"}, principal={"id": "key-1"})
+>>> quiet = [f for i in range(60) for f in det.update(state, query(i, i * 60))]
+>>> flood = [f for i in range(60) for f in det.update(state, query(i, 3600 + i / 2))]
+>>> len(quiet), flood[0].evidence["queries_in_bucket"], flood[0].severity
+(0, 50, 'low')
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+
+from pydantic import Field
+
+from detectors.base import AnyEvent, AtlasRef, Detector, DetectorMeta, Example, Finding, State
+from detectors.testing import inference
+
+__all__ = ["QueryRateDetector"]
+
+_SAMPLES = 5
+
+
+class QueryRateDetector(Detector):
+    meta = DetectorMeta(
+        id="query_rate",
+        name="Query rate far above the principal's baseline",
+        version=1,
+        description=(
+            "A principal queried a model far more often in one time bucket than its own "
+            "history predicts. Model extraction needs thousands of queries; a flood from one "
+            "key is its cheapest form."
+        ),
+        tactic=AtlasRef(id="AML.TA0010", name="Exfiltration"),
+        technique=AtlasRef(id="AML.T0024", name="Exfiltration via AI Inference API"),
+        subtechnique=AtlasRef(id="AML.T0024.002", name="Extract AI Model"),
+        severity="low",
+        risk_score=21,
+        event_kinds=frozenset({"inference"}),
+        references=(
+            "https://atlas.mitre.org/techniques/AML.T0024",
+            "https://arxiv.org/abs/1805.02628",
+        ),
+        false_positives=(
+            "Batch backfills and load tests by the key's owner.",
+            "A new integration going live on an existing key.",
+        ),
+        triage=(
+            "Check whether the key's owner expects a batch job at this time, whether the "
+            "inputs look like natural data, and whether other keys on the same IP prefix "
+            "surged together."
+        ),
+    )
+    partition_key = "principal"
+
+    class Params(Detector.Params):
+        bucket_seconds: int = Field(default=60, ge=1, le=3600)
+        min_rate: int = Field(default=300, ge=1, description="Queries per bucket below which nothing alerts.")
+        factor: float = Field(default=10.0, ge=1.0)
+        z: float = Field(default=6.0, ge=0.0)
+        alpha: float = Field(default=0.1, gt=0.0, le=1.0, description="Weight of the newest bucket.")
+
+    def new_state(self) -> State:
+        return {"bucket": None, "count": 0, "mean": 0.0, "var": 0.0, "burst": 0, "hot": False, "ids": [], "ips": []}
+
+    def update(self, state: State, event: AnyEvent) -> Iterable[Finding]:
+        p = self.params
+        bucket = int(event.timestamp.timestamp()) // p.bucket_seconds * p.bucket_seconds
+        if state["bucket"] is None:
+            state["bucket"] = bucket
+        elif bucket > state["bucket"]:
+            self._close_bucket(state, (bucket - state["bucket"]) // p.bucket_seconds)
+            state["bucket"] = bucket
+        # A late event counts in the current bucket: the past is not rewritten.
+        state["count"] += 1
+        _sample(state["ids"], event.event_id)
+        if event.principal.ip:
+            _sample(state["ips"], event.principal.ip)
+
+        threshold = self._threshold(state)
+        if state["count"] < threshold:
+            return ()
+        # The burst counts every query of the buckets that crossed the threshold.
+        state["burst"] += 1 if state["hot"] else state["count"]
+        state["hot"] = True
+        principal = event.principal.id
+        return (
+            Finding(
+                subject=principal,
+                severity=self.meta.severity,
+                risk_score=self.meta.risk_score,
+                summary=(
+                    f"sent {state['count']} queries in {p.bucket_seconds} s, "
+                    f"{state['count'] / max(state['mean'], 1.0):.1f}x its baseline of {state['mean']:.1f}"
+                ),
+                magnitude=state["burst"],
+                evidence={
+                    "queries_in_bucket": state["count"],
+                    "bucket_seconds": p.bucket_seconds,
+                    "baseline_mean": round(state["mean"], 3),
+                    "baseline_std": round(math.sqrt(state["var"]), 3),
+                    "threshold": round(threshold, 3),
+                    "burst_queries": state["burst"],
+                },
+                users=(principal,),
+                ips=tuple(state["ips"]),
+                event_ids=tuple(state["ids"]),
+                user=principal,
+            ),
+        )
+
+    @classmethod
+    def examples(cls) -> list[Example]:
+        quiet = [inference(f"q{i}", i * 30) for i in range(60)]  # 2 a minute for half an hour
+        return [
+            Example("flood after a quiet history", True,
+                    lambda: quiet + [inference(f"f{i}", 1800 + i * 0.1) for i in range(400)]),
+            Example("steady heavy integrator", False,
+                    lambda: [inference(f"s{i}", i * 0.25) for i in range(240 * 20)]),
+            Example("new key with a modest first burst", False,
+                    lambda: [inference(f"n{i}", i * 0.5) for i in range(120)]),
+        ]
+
+    def _threshold(self, state: State) -> float:
+        p = self.params
+        return max(p.min_rate, p.factor * state["mean"], state["mean"] + p.z * math.sqrt(state["var"]))
+
+    def _close_bucket(self, state: State, elapsed_buckets: int) -> None:
+        if not state["hot"]:  # a flood stays out of the baseline
+            state["burst"] = 0
+            self._learn(state, state["count"])
+        # Silent buckets in between count as zeros; past ~10/alpha of them the baseline is gone anyway.
+        for _ in range(min(elapsed_buckets - 1, math.ceil(10 / self.params.alpha))):
+            self._learn(state, 0.0)
+        state["count"], state["hot"], state["ids"], state["ips"] = 0, False, [], []
+
+    def _learn(self, state: State, x: float) -> None:
+        # Exponentially weighted mean and variance (West's incremental form).
+        a = self.params.alpha
+        diff = x - state["mean"]
+        incr = a * diff
+        state["mean"] += incr
+        state["var"] = (1 - a) * (state["var"] + diff * incr)
+
+
+def _sample(values: list[str], value: str) -> None:
+    if len(values) < _SAMPLES and value not in values:
+        values.append(value)

@@ -1,0 +1,3 @@
+from modelsiem.cli import main
+
+main()

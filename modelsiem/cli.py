@@ -1,0 +1,272 @@
+"""The ``modelsiem`` command."""
+
+from __future__ import annotations
+
+import json
+import logging
+import subprocess
+import sys
+import time
+from datetime import datetime
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.logging import RichHandler
+from rich.table import Table
+
+from modelsiem.settings import Settings
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
+stack_app = typer.Typer(no_args_is_help=True, help="The local Kafka and Elasticsearch stack (no Docker needed).")
+app.add_typer(stack_app, name="stack")
+err = Console(stderr=True)
+out = Console()
+
+
+def _settings() -> Settings:
+    settings = Settings()
+    logging.basicConfig(
+        level=settings.log_level,
+        format="%(message)s",
+        handlers=[RichHandler(console=err, show_path=False, markup=False)],
+    )
+    return settings
+
+
+def _fail(message: str) -> typer.Exit:
+    err.print(f"[red]error:[/red] {message}", markup=True, highlight=False)
+    return typer.Exit(1)
+
+
+@stack_app.command("up")
+def stack_up() -> None:
+    """Start Kafka and Elasticsearch on loopback and wait until both are healthy."""
+    from modelsiem import stack
+
+    try:
+        stack.up(_settings(), echo=err.print)
+    except stack.StackError as exc:
+        raise _fail(str(exc)) from None
+
+
+@stack_app.command("down")
+def stack_down() -> None:
+    """Stop both servers; their data stays for the next `up`."""
+    from modelsiem import stack
+
+    stack.down(_settings(), echo=err.print)
+
+
+@stack_app.command("status")
+def stack_status() -> None:
+    """Show whether each server runs."""
+    from modelsiem import stack
+
+    for name, state in stack.status(_settings()).items():
+        out.print(f"{name:14} {state}", highlight=False)
+
+
+class SchemaName(str, Enum):
+    inference = "inference"
+    feedback = "feedback"
+    alert = "alert"
+
+
+@app.command()
+def schema(name: SchemaName) -> None:
+    """Print the JSON Schema of an event kind or of the alert document."""
+    from stream.alert_schema import AlertDocument
+    from stream.events import FeedbackEvent, InferenceEvent
+
+    model = {"inference": InferenceEvent, "feedback": FeedbackEvent, "alert": AlertDocument}[name.value]
+    print(json.dumps(model.model_json_schema(by_alias=True, mode="serialization"), indent=2))
+
+
+@app.command()
+def detectors() -> None:
+    """List the installed detectors and their metadata."""
+    from detectors.registry import available
+
+    table = Table("id", "name", "ATLAS", "severity", "key", "events")
+    for det_id, cls in available().items():
+        m = cls.meta
+        tech = m.subtechnique.id if m.subtechnique else m.technique.id
+        table.add_row(det_id, m.name, tech, m.severity, cls.partition_key, ",".join(sorted(m.event_kinds)))
+    out.print(table)
+
+
+@app.command()
+def topics() -> None:
+    """Create the event, alert and dead-letter topics (idempotent)."""
+    from connectors.kafka import ensure_topics
+
+    for name, partitions in ensure_topics(_settings()).items():
+        out.print(f"{name}: {partitions} partitions", highlight=False)
+
+
+@app.command()
+def worker() -> None:
+    """Run the stream processor (faust worker) until interrupted."""
+    import faust
+
+    from connectors.kafka import ensure_topics
+    from detectors.registry import build
+    from stream.app import create_app
+
+    settings = _settings()
+    partitions = ensure_topics(settings)
+    t = settings.topics
+    if partitions[t.inference] != partitions[t.feedback]:
+        raise _fail(f"{t.inference} and {t.feedback} must have the same partition count "
+                    f"({partitions[t.inference]} != {partitions[t.feedback]})")
+    faust_app = create_app(settings, build(settings.detectors, settings.detector_params), partitions[t.inference])
+    faust.Worker(faust_app, loglevel=settings.log_level, quiet=True).execute_from_commandline()
+
+
+@app.command()
+def sink() -> None:
+    """Run the Elasticsearch sink until interrupted."""
+    import signal
+    import threading
+
+    from connectors.elasticsearch_sink import Sink
+
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    s = Sink(_settings(), stop)
+    err.print(f"sink: writing alerts to {s.setup()} {s.settings.elasticsearch.data_stream}", highlight=False)
+    s.run()
+    err.print(f"sink stopped: {s.totals}", highlight=False)
+
+
+@app.command()
+def run() -> None:
+    """Run the worker and the Elasticsearch sink together."""
+    sink_proc = subprocess.Popen([sys.executable, "-m", "modelsiem", "sink"])
+    try:
+        worker()
+    finally:
+        sink_proc.terminate()
+        sink_proc.wait(30)
+
+
+@app.command()
+def replay(
+    events: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="JSON-lines events file.")],
+    alerts_out: Annotated[Path, typer.Option(help="Where to write the ECS alerts, one per line.")],
+) -> None:
+    """Run the detectors over a JSON-lines file, with no Kafka or Elasticsearch."""
+    from connectors.files import JsonLinesWriter, read_lines
+    from detectors.registry import build
+    from stream.engine import Engine
+    from stream.replay import replay as run_replay
+
+    settings = _settings()
+    engine = Engine(build(settings.detectors, settings.detector_params))
+    with JsonLinesWriter(alerts_out) as writer:
+        report = run_replay(_progress(events, read_lines(events)), engine, writer.write)
+    for number, reason in report.rejected[:20]:
+        err.print(f"{events}:{number}: {reason}", highlight=False, markup=False)
+    if len(report.rejected) > 20:
+        err.print(f"... and {len(report.rejected) - 20} more bad lines", highlight=False)
+    err.print(f"{report.events} events, {len(report.rejected)} bad lines, {report.alerts} alert revisions "
+              f"written to {alerts_out}", highlight=False)
+
+
+def _progress(path: Path, lines):  # type: ignore[no-untyped-def]
+    """A progress bar over a file's lines, on a terminal only."""
+    if not err.is_terminal:
+        return lines
+    from rich.progress import Progress
+
+    progress = Progress(console=err, transient=True)
+
+    def tracked():  # type: ignore[no-untyped-def]
+        with progress:
+            task = progress.add_task("replaying", total=path.stat().st_size)
+            for number, raw in lines:
+                progress.advance(task, len(raw) + 1)
+                yield number, raw
+
+    return tracked()
+
+
+@app.command()
+def simulate(
+    scenario: Annotated[Optional[list[str]], typer.Option(help="Attack scenario to mix in; repeatable.")] = None,
+    minutes: int = 30,
+    seed: int = 7,
+    principals: int = 40,
+    start: Annotated[Optional[datetime], typer.Option(help="First event time (UTC); default: minutes ago.")] = None,
+    out_file: Annotated[Optional[Path], typer.Option("--out", help="Write JSON lines here instead of Kafka.")] = None,
+    truth: Annotated[Optional[Path], typer.Option(help="Write the ground truth (JSON) here.")] = None,
+) -> None:
+    """Generate benign traffic with attack scenarios, to a file or to the Kafka topics."""
+    from datetime import timezone
+
+    from connectors.files import JsonLinesWriter
+    from connectors.kafka import ensure_topics, publish_events
+    from modelsiem.simulate import SCENARIOS, simulate as run_simulate
+
+    chosen = scenario if scenario is not None else list(SCENARIOS)
+    try:
+        trace = run_simulate(chosen, minutes=minutes, seed=seed, principals=principals,
+                             start=start.replace(tzinfo=timezone.utc) if start else None)
+    except ValueError as exc:
+        raise _fail(str(exc)) from None
+    events = trace.sorted_events()
+    if out_file:
+        with JsonLinesWriter(out_file) as writer:
+            writer.write_all(events)
+        where = str(out_file)
+    else:
+        settings = _settings()
+        ensure_topics(settings)
+        publish_events(settings, events)
+        where = f"{settings.topics.inference} and {settings.topics.feedback}"
+    if truth:
+        truth.write_text(json.dumps(trace.truth, indent=2))
+    err.print(f"{len(events)} events ({', '.join(chosen) or 'benign only'}) written to {where}", highlight=False)
+
+
+@app.command()
+def alerts(limit: int = 20) -> None:
+    """Show the newest alerts in Elasticsearch."""
+    from connectors.elasticsearch_sink import client
+
+    settings = _settings()
+    es = client(settings.elasticsearch)
+    es.indices.refresh(index=settings.elasticsearch.data_stream)
+    hits = es.search(index=settings.elasticsearch.data_stream, size=limit, sort=[{"@timestamp": "desc"}],
+                     query={"term": {"event.kind": "alert"}})["hits"]
+    table = Table("@timestamp", "severity", "rule", "ATLAS", "rev", "message", title=f"{hits['total']['value']} alert documents")
+    for hit in hits["hits"]:
+        doc = hit["_source"]
+        table.add_row(doc["@timestamp"], doc["modelsiem"]["alert"]["severity"], doc["rule"]["id"],
+                      doc["threat"]["technique"]["id"][0], str(doc["modelsiem"]["alert"]["revision"]), doc["message"])
+    out.print(table, markup=False)
+
+
+@app.command()
+def demo(timeout: float = 180.0) -> None:
+    """Stack up, worker and sink, a simulated attack, then the alerts that reached Elasticsearch."""
+    from modelsiem.demo import run_demo
+
+    settings = _settings()
+    try:
+        run_demo(settings, err, timeout)
+    except RuntimeError as exc:
+        raise _fail(str(exc)) from None
+    alerts(limit=20)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,155 @@
+"""Event contract v1: what model-serving platforms publish.
+
+One JSON object per Kafka message, keyed by principal id. Inference events go
+to ``modelsiem.inference``, feedback events to ``modelsiem.feedback``; in a
+JSON-lines file both are mixed and ``kind`` tells them apart.
+
+Every string here may be chosen by an attacker. Identifiers are bounded and an
+event whose identifier is too long is rejected (it goes to the dead-letter
+topic); free text an attacker writes (user agents) is truncated instead, so that
+a long user agent cannot hide an event from the detectors.
+
+>>> e = InferenceEvent.model_validate({
+...     "event_id": "e1", "timestamp": "2026-01-01T00:00:00Z",
+...     "model": {"name": "spam-filter"}, "principal": {"id": "key-1"},
+...     "output": {"label": "spam", "confidence": 0.97}, "extra": "ignored"})
+>>> e.principal.id, e.output.confidence, e.timestamp.isoformat()
+('key-1', 0.97, '2026-01-01T00:00:00+00:00')
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import Annotated, Literal
+
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    TypeAdapter,
+)
+
+CONTRACT_VERSION = "1"
+MAX_MESSAGE_BYTES = 1024 * 1024
+MAX_EMBEDDING = 4096
+
+# Identifiers: rejected when longer than this.
+Ident = Annotated[str, StringConstraints(min_length=1, max_length=256)]
+Label = Annotated[str, StringConstraints(min_length=1, max_length=128)]
+OptIdent = Annotated[str, StringConstraints(max_length=256)]
+
+
+def _truncate(limit: int):
+    def cut(value: object) -> object:
+        return value[:limit] if isinstance(value, str) else value
+
+    return BeforeValidator(cut)
+
+
+# Free text: truncated, never rejected.
+FreeText = Annotated[str, _truncate(512)]
+
+
+def _ip(value: object) -> object:
+    # Canonical form, so that 2001:db8::1 and 2001:DB8:0::1 are one address.
+    if isinstance(value, str):
+        try:
+            return str(ipaddress.ip_address(value.strip()))
+        except ValueError:
+            raise ValueError("not an IPv4 or IPv6 address") from None
+    return value
+
+
+IP = Annotated[str, BeforeValidator(_ip)]
+
+
+class _Part(BaseModel):
+    """A nested object of the contract: unknown fields are accepted and dropped."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+
+class Model(_Part):
+    name: Ident
+    version: OptIdent | None = None
+
+
+class Principal(_Part):
+    id: Ident = Field(description="The API key, account or user making the call.")
+    tenant: OptIdent | None = None
+    ip: IP | None = Field(default=None, description="IPv4 or IPv6 address of the caller.")
+    user_agent: FreeText | None = None
+    created_at: AwareDatetime | None = Field(
+        default=None, description="When the account was created (RFC 3339 with zone)."
+    )
+
+
+class Input(_Part):
+    hash: OptIdent | None = Field(default=None, description="Hash of the raw input.")
+    embedding: list[float] | None = Field(default=None, max_length=MAX_EMBEDDING)
+    tokens: int | None = Field(default=None, ge=0)
+
+
+class Output(_Part):
+    label: Label | None = None
+    confidence: float | None = Field(
+        default=None, ge=0.0, le=1.0, description="Top-class probability."
+    )
+    scores: dict[Label, Annotated[float, Field(ge=0.0, le=1.0)]] | None = Field(
+        default=None, max_length=1024
+    )
+    tokens: int | None = Field(default=None, ge=0)
+
+
+class Item(_Part):
+    id: OptIdent | None = None
+    fingerprint: OptIdent | None = Field(
+        default=None, description="Content or campaign cluster key of the reported item."
+    )
+    origin: OptIdent | None = Field(default=None, description="For example the sender domain.")
+
+
+class _Event(_Part):
+    event_id: Ident = Field(description="Unique id of this event.")
+    timestamp: AwareDatetime = Field(description="RFC 3339 with zone.")
+    model: Model
+    principal: Principal
+
+
+class InferenceEvent(_Event):
+    """One inference call (topic ``modelsiem.inference``)."""
+
+    kind: Literal["inference"] = "inference"
+    input: Input = Input()
+    output: Output = Output()
+    latency_ms: float | None = Field(default=None, ge=0)
+
+
+class FeedbackEvent(_Event):
+    """One user feedback report (topic ``modelsiem.feedback``)."""
+
+    kind: Literal["feedback"] = "feedback"
+    inference_id: OptIdent | None = None
+    item: Item = Item()
+    predicted_label: Label
+    reported_label: Label
+    confidence: float | None = Field(
+        default=None, ge=0.0, le=1.0, description="The model's confidence in predicted_label."
+    )
+
+    @property
+    def contradicts_model(self) -> bool:
+        return self.predicted_label != self.reported_label
+
+
+Event = Annotated[InferenceEvent | FeedbackEvent, Field(discriminator="kind")]
+EVENT_ADAPTER: TypeAdapter[InferenceEvent | FeedbackEvent] = TypeAdapter(Event)
+
+EVENT_TYPES: dict[str, type[InferenceEvent] | type[FeedbackEvent]] = {
+    "inference": InferenceEvent,
+    "feedback": FeedbackEvent,
+}
+

@@ -1,0 +1,127 @@
+"""One suite of checks run over every installed detector, plugins included."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+
+import orjson
+import pytest
+from pydantic import ValidationError
+
+from detectors.base import Detector, Finding
+from detectors.registry import available
+from detectors.testing import feedback, inference
+from stream.alerts import clean
+from stream.engine import Engine, MemoryStore
+
+DETECTORS = available()
+
+
+def _run(detector: Detector, events: list, between: Callable[[dict], dict] = lambda s: s) -> list[Finding]:
+    """Findings of a detector over events, keyed as the stream would, with ``between`` applied to state."""
+    states: dict[str, dict] = {}
+    findings: list[Finding] = []
+    for event in events:
+        key = detector.key(event)
+        if key is None:
+            continue
+        state = between(states.get(key) or detector.new_state())
+        findings.extend(detector.update(state, event))
+        states[key] = state
+    return findings
+
+
+def check_metadata(cls: type[Detector]) -> None:
+    m = cls.meta
+    assert m.technique.id.startswith("AML.T") and m.tactic.id.startswith("AML.TA")
+    assert m.references and m.false_positives and m.triage
+    assert cls.partition_key in ("principal", "fingerprint", "model")
+
+
+def check_examples_labelled(cls: type[Detector]) -> None:
+    examples = cls.examples()
+    assert any(e.alerts for e in examples), "needs at least one positive example"
+    assert any(not e.alerts for e in examples), "needs at least one negative example"
+    assert len({e.name for e in examples}) == len(examples)
+
+
+def check_examples_behave(cls: type[Detector]) -> None:
+    for example in cls.examples():
+        findings = _run(cls(), example.events())
+        assert bool(findings) == example.alerts, f"{example.name}: {len(findings)} findings"
+
+
+def check_state_survives_serialization(cls: type[Detector]) -> None:
+    """Checkpointing state as JSON after every event changes nothing: restarts are invisible."""
+    for example in cls.examples():
+        events = example.events()
+        direct = _run(cls(), events)
+        restored = _run(cls(), events, lambda s: orjson.loads(orjson.dumps(s)))
+        assert direct == restored, example.name
+
+
+def check_deterministic(cls: type[Detector]) -> None:
+    for example in cls.examples():
+        assert _run(cls(), example.events()) == _run(cls(), example.events()), example.name
+
+
+def check_events_unchanged(cls: type[Detector]) -> None:
+    for example in cls.examples():
+        events = example.events()
+        before = copy.deepcopy([e.model_dump() for e in events])
+        _run(cls(), events)
+        assert [e.model_dump() for e in events] == before
+
+
+def check_unknown_parameter_rejected(cls: type[Detector]) -> None:
+    with pytest.raises(ValidationError):
+        cls(no_such_parameter=1)
+
+
+def check_hostile_strings(cls: type[Detector]) -> None:
+    """Control characters and bidi overrides in every attacker-chosen string never reach an alert."""
+    nasty = "\x1b[2J\u202eevil\r\n\x00" + "\u0645" * 200
+    events = [
+        inference(f"i{i}", i * 0.01, principal=nasty, principal_fields={"user_agent": nasty * 10})
+        for i in range(1000)
+    ] + [
+        feedback(f"f{i}", i, principal=f"{nasty}{i}", fingerprint=nasty, predicted=nasty[:100], reported="ham")
+        for i in range(100)
+    ]
+    engine, store = Engine([cls()]), MemoryStore()
+    raised = 0
+    for event in events:
+        step = engine.process(event, store)
+        raised += len(step.alerts)
+        for alert in step.alerts:
+            text = orjson.dumps(alert).decode()
+            assert "\\u001b" not in text and "\u202e" not in text and "\\u0000" not in text
+            assert alert["message"] == clean(alert["message"], 1024)
+        step.save(store)
+    assert raised, "the hostile traffic is an attack: it must still be detected"
+
+
+CHECKS = [
+    check_metadata,
+    check_examples_labelled,
+    check_examples_behave,
+    check_state_survives_serialization,
+    check_deterministic,
+    check_events_unchanged,
+    check_unknown_parameter_rejected,
+    check_hostile_strings,
+]
+
+
+@pytest.mark.parametrize(
+    ("cls", "check"),
+    [(cls, check) for cls in DETECTORS.values() for check in CHECKS],
+    ids=[f"{det_id}:{check.__name__}" for det_id in DETECTORS for check in CHECKS],
+)
+def test_detector(cls: type[Detector], check: Callable[[type[Detector]], None]) -> None:
+    check(cls)
+
+
+def test_builtin_detectors_are_installed() -> None:
+    assert {"query_rate", "feedback_surge"} <= set(DETECTORS)

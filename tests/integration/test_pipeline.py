@@ -1,0 +1,84 @@
+"""The whole path on the real stack: Kafka events -> faust detectors -> ECS alerts in Elasticsearch."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+import orjson
+from confluent_kafka import Producer
+
+from connectors.kafka import DLQ_OFFSET, DLQ_PARTITION, DLQ_REASON, DLQ_TOPIC, ensure_topics, publish_events
+from modelsiem.simulate import simulate
+from stream.alerts import document_id
+from tests.ecs_check import assert_ecs_alert
+from tests.integration.conftest import es_alerts, read_topic, wait_until
+
+GOOD = {"event_id": "ok", "timestamp": "2026-01-01T00:00:00Z", "model": {"name": "m"}, "principal": {"id": "p"}}
+MALFORMED: list[tuple[bytes, str]] = [
+    (b"this is not json", "not valid JSON"),
+    (orjson.dumps({k: v for k, v in GOOD.items() if k != "principal"}), "principal: Field required"),
+    (orjson.dumps({**GOOD, "output": {"confidence": "very"}}), "output.confidence"),
+    (orjson.dumps({**GOOD, "input": {"embedding": [0.5] * 5000}}), "input.embedding"),
+    (b'{"pad": "' + b"x" * (1024 * 1024 + 10) + b'"}', "exceeds the 1048576-byte limit"),
+]
+
+
+def test_attacks_become_ecs_alerts_and_bad_messages_are_dead_lettered(isolated, spawn, ecs_fields, ecs_allowed):
+    s = isolated.settings
+    t = s.topics
+    # The platform allows large messages on this topic, so an oversized event can arrive.
+    ensure_topics(s, {t.inference: {"max.message.bytes": str(4 * 1024 * 1024)}})
+    worker, sink = spawn("worker"), spawn("sink")
+
+    start = datetime.now(timezone.utc).replace(microsecond=0) - timedelta(minutes=20)
+    trace = simulate(["query_flood", "feedback_poisoning"], minutes=20, principals=10, seed=11, start=start)
+    events = trace.sorted_events()
+    half = len(events) // 2
+    publish_events(s, events[:half])
+    # Bad messages in the middle of the stream: they must not stop the good ones after them.
+    producer = Producer({**s.kafka.client_config(), "message.max.bytes": 4 * 1024 * 1024})
+    for raw, _ in MALFORMED:
+        producer.produce(t.inference, key=b"bad-key", value=raw)
+    assert producer.flush(30) == 0
+    publish_events(s, events[half:])
+
+    def both_rules_alerted():
+        docs = es_alerts(s)
+        return docs if {d["rule"]["id"] for d in docs} == {"query_rate", "feedback_surge"} else None
+
+    def alive():
+        worker.assert_running()
+        sink.assert_running()
+
+    docs = wait_until(both_rules_alerted, 240, "alerts of both detectors in Elasticsearch", alive)
+
+    for doc in docs:
+        doc_id = doc.pop("_id")
+        assert doc_id == document_id(doc)
+        assert doc["event"]["ingested"] >= doc["event"]["created"]
+        assert_ecs_alert(doc, ecs_fields, ecs_allowed)
+
+    truth = {t_["scenario"]: set(t_["principals"]) for t_ in trace.truth}
+    flood = [d for d in docs if d["rule"]["id"] == "query_rate"]
+    assert {d["user"]["name"] for d in flood} == truth["query_flood"]
+    assert flood[0]["threat"]["technique"]["subtechnique"]["id"] == ["AML.T0024.002"]
+    poisoning = [d for d in docs if d["rule"]["id"] == "feedback_surge"]
+    assert poisoning[0]["related"]["hash"] == ["fp-campaign-pharma-0042"]
+    assert set(poisoning[0]["related"]["user"]) <= truth["feedback_poisoning"]
+    assert poisoning[0]["threat"]["technique"]["id"] == ["AML.T0020"]
+
+    dead = wait_until(lambda: (m := read_topic(s, t.deadletter)) and len(m) >= len(MALFORMED) and m,
+                      60, "the dead-lettered messages", alive)
+    assert len(dead) == len(MALFORMED)
+    by_value = {m.value(): dict(m.headers()) for m in dead}
+    for raw, reason in MALFORMED:
+        headers = by_value[raw]  # original bytes, unchanged
+        assert reason in headers[DLQ_REASON].decode()
+        assert headers[DLQ_TOPIC].decode() == t.inference
+        assert int(headers[DLQ_PARTITION]) >= 0 and int(headers[DLQ_OFFSET]) >= 0
+    assert all(m.key() == b"bad-key" for m in dead)
+
+    # Each alert revision the worker produced is in Elasticsearch exactly once.
+    produced = {document_id(orjson.loads(m.value())) for m in read_topic(s, t.alerts)}
+    wait_until(lambda: len(es_alerts(s)) == len(produced), 60, "every produced revision indexed", alive)
+    assert {d["_id"] for d in es_alerts(s)} == produced

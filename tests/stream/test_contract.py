@@ -1,0 +1,112 @@
+"""Event contract v1 and the decoder that guards it."""
+
+from __future__ import annotations
+
+import orjson
+import pytest
+
+from stream.decode import Rejected, decode
+from stream.events import MAX_MESSAGE_BYTES, FeedbackEvent, InferenceEvent
+
+INFERENCE = {
+    "event_id": "e-1",
+    "timestamp": "2026-03-01T12:00:00.250+01:00",
+    "model": {"name": "spam-filter", "version": "7"},
+    "principal": {"id": "key-1", "tenant": "acme", "ip": "2001:DB8:0::1", "user_agent": "sdk/1",
+                  "created_at": "2025-01-01T00:00:00Z"},
+    "input": {"hash": "ab12", "embedding": [0.1, 0.2], "tokens": 12},
+    "output": {"label": "spam", "confidence": 0.91, "scores": {"spam": 0.91, "ham": 0.09}, "tokens": 1},
+    "latency_ms": 12.5,
+}
+FEEDBACK = {
+    "event_id": "f-1",
+    "timestamp": "2026-03-01T12:00:00Z",
+    "model": {"name": "spam-filter"},
+    "principal": {"id": "acct-9"},
+    "inference_id": "e-1",
+    "item": {"id": "msg-1", "fingerprint": "camp-1", "origin": "deals.example"},
+    "predicted_label": "spam",
+    "reported_label": "ham",
+    "confidence": 0.99,
+}
+
+
+def raw(doc: dict) -> bytes:
+    return orjson.dumps(doc)
+
+
+def test_full_inference_event_parses() -> None:
+    event = decode(raw(INFERENCE), "inference")
+    assert isinstance(event, InferenceEvent)
+    assert event.principal.ip == "2001:db8::1"  # canonical form
+    assert event.timestamp.utcoffset().total_seconds() == 3600
+    assert event.output.scores == {"spam": 0.91, "ham": 0.09}
+
+
+def test_feedback_event_parses_and_knows_it_contradicts() -> None:
+    event = decode(raw(FEEDBACK), "feedback")
+    assert isinstance(event, FeedbackEvent) and event.contradicts_model
+
+
+def test_unknown_fields_are_ignored() -> None:
+    event = decode(raw({**INFERENCE, "surprise": {"deep": 1}, "model": {"name": "m", "arch": "x"}}), "inference")
+    assert isinstance(event, InferenceEvent) and "surprise" not in event.model_dump()
+
+
+def test_kind_selects_the_type_in_mixed_files() -> None:
+    assert isinstance(decode(raw({**FEEDBACK, "kind": "feedback"})), FeedbackEvent)
+    assert isinstance(decode(raw({**INFERENCE, "kind": "inference"})), InferenceEvent)
+    assert "kind: must be" in decode(raw(INFERENCE)).reason
+
+
+def test_kind_on_a_topic_must_match_the_topic() -> None:
+    result = decode(raw({**FEEDBACK, "kind": "feedback"}), "inference")
+    assert isinstance(result, Rejected) and "kind" in result.reason
+
+
+@pytest.mark.parametrize(
+    ("doc", "kind", "reason"),
+    [
+        ({k: v for k, v in INFERENCE.items() if k != "event_id"}, "inference", "event_id: Field required"),
+        ({**INFERENCE, "timestamp": "2026-03-01T12:00:00"}, "inference", "timestamp: Input should have timezone"),
+        ({**INFERENCE, "timestamp": "yesterday"}, "inference", "timestamp:"),
+        ({**INFERENCE, "principal": {"id": ""}}, "inference", "principal.id:"),
+        ({**INFERENCE, "principal": {"id": "x" * 257}}, "inference", "principal.id:"),
+        ({**INFERENCE, "principal": {"id": "k", "ip": "999.1.1.1"}}, "inference", "principal.ip: not an IPv4"),
+        ({**INFERENCE, "output": {"confidence": 1.5}}, "inference", "output.confidence:"),
+        ({**INFERENCE, "input": {"embedding": [0.0] * 4097}}, "inference", "input.embedding:"),
+        ({**INFERENCE, "input": {"embedding": ["a"]}}, "inference", "input.embedding.0:"),
+        ({k: v for k, v in FEEDBACK.items() if k != "reported_label"}, "feedback", "reported_label: Field required"),
+    ],
+)
+def test_invalid_events_are_rejected_with_a_readable_reason(doc: dict, kind: str, reason: str) -> None:
+    result = decode(raw(doc), kind)  # type: ignore[arg-type]
+    assert isinstance(result, Rejected)
+    assert reason in result.reason
+
+
+def test_reason_never_repeats_the_offending_value() -> None:
+    secret = "attacker-chosen-\x1b[31m-value"
+    result = decode(raw({**INFERENCE, "principal": {"id": "k", "ip": secret}, "timestamp": secret}), "inference")
+    assert isinstance(result, Rejected) and "attacker-chosen" not in result.reason
+
+
+@pytest.mark.parametrize("payload", [b"", b"not json", b"[1, 2]", b"\xff\xfe", b'{"a": 1'])
+def test_non_json_and_non_objects_are_rejected(payload: bytes) -> None:
+    assert isinstance(decode(payload, "inference"), Rejected)
+
+
+def test_oversized_message_is_rejected_before_parsing() -> None:
+    result = decode(b" " * (MAX_MESSAGE_BYTES + 1), "inference")
+    assert isinstance(result, Rejected) and "exceeds" in result.reason
+
+
+def test_long_user_agent_is_truncated_not_rejected() -> None:
+    event = decode(raw({**INFERENCE, "principal": {"id": "k", "user_agent": "A" * 10_000}}), "inference")
+    assert isinstance(event, InferenceEvent) and len(event.principal.user_agent) == 512
+
+
+def test_reason_is_bounded() -> None:
+    doc = {**INFERENCE, "output": {"scores": {f"l{i}": 2.0 for i in range(500)}}}
+    result = decode(raw(doc), "inference")
+    assert isinstance(result, Rejected) and len(result.reason) <= 1000
