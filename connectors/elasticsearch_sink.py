@@ -27,7 +27,7 @@ from typing import Any
 
 import orjson
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
-from elasticsearch import ApiError, Elasticsearch, TransportError
+from elasticsearch import ApiError, BadRequestError, Elasticsearch, TransportError
 from tenacity import Retrying, retry_if_exception_type, wait_random_exponential
 
 from connectors.es_template import index_template, template_name
@@ -55,25 +55,36 @@ def client(es: ElasticsearchSettings) -> Elasticsearch:
 
 
 def install(es: Elasticsearch, target: str) -> str:
-    """Install the template and create ``target``; return ``"data_stream"`` or ``"index"``.
+    """Install the template and make sure ``target`` can be written; return what it is.
 
-    A cluster without data-stream support (a minimal distribution) gets a plain
-    index of the same name and mappings instead.
+    Prefers a data stream with ECS's own field types, and falls back step by
+    step on clusters that lack them (minimal distributions): basic field types,
+    then a plain index of the same name. The data stream is created up front
+    where the cluster offers the API; where it does not (405), the first write
+    creates it from the template.
     """
-    try:
-        es.indices.put_index_template(name=template_name(target), **index_template(target, data_stream=True))
+    for data_stream, basic in ((True, False), (True, True), (False, True)):
+        try:
+            es.indices.put_index_template(
+                name=template_name(target), **index_template(target, data_stream, basic_types=basic)
+            )
+            break
+        except BadRequestError as exc:
+            log.warning("template (data_stream=%s, basic types=%s) refused: %s", data_stream, basic, exc.message)
+    else:
+        raise RuntimeError(f"Elasticsearch refused every variant of the {target} template; see the log")
+    exists = es.indices.exists(index=target)
+    if not data_stream:
+        if not exists:
+            es.indices.create(index=target)
+        return "index"
+    if not exists:
         try:
             es.indices.create_data_stream(name=target)
         except ApiError as exc:
-            if exc.status_code != 400 or "already exists" not in str(exc):
+            if exc.status_code not in (400, 405):  # 400: created meanwhile; 405: created on first write
                 raise
-        return "data_stream"
-    except ApiError as exc:
-        log.warning("data streams unavailable (%s); writing to a plain index %s", exc.error, target)
-    es.indices.put_index_template(name=template_name(target), **index_template(target, data_stream=False))
-    if not es.indices.exists(index=target):
-        es.indices.create(index=target)
-    return "index"
+    return "data stream" + (" (basic field types)" if basic else "")
 
 
 @dataclass

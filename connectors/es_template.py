@@ -4,6 +4,10 @@ Mappings are explicit and ``dynamic: false``: a field that is not listed here
 is kept in ``_source`` but never added to the mapping, so values an attacker
 chooses can never create fields in the SIEM (mapping explosion). Detector
 evidence is one ``flattened`` field for the same reason.
+
+The ECS types ``match_only_text`` and ``constant_keyword`` come from modules
+that minimal distributions lack; :func:`index_template` can fall back to
+``text`` and ``keyword``, which hold the same values.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ TEMPLATE_PRIORITY = 600
 _K: dict[str, Any] = {"type": "keyword", "ignore_above": 1024}
 _DATE = {"type": "date"}
 _TEXT_KW = {"type": "keyword", "ignore_above": 1024, "fields": {"text": {"type": "match_only_text"}}}
+_FALLBACK = {"match_only_text": "text", "constant_keyword": "keyword"}
 
 
 def _obj(**props: Any) -> dict[str, Any]:
@@ -67,8 +72,18 @@ def template_name(target: str) -> str:
     return f"modelsiem_{target}"
 
 
-def index_template(pattern: str, data_stream: bool) -> dict[str, Any]:
-    """The composable template body for ``pattern``; ``data_stream`` where the cluster supports them."""
+def _basic(mapping: Any) -> Any:
+    if isinstance(mapping, dict):
+        return {k: _FALLBACK.get(v, v) if isinstance(v, str) else _basic(v) for k, v in mapping.items()}
+    return mapping
+
+
+def index_template(pattern: str, data_stream: bool, basic_types: bool = False) -> dict[str, Any]:
+    """The composable template body for ``pattern``.
+
+    ``data_stream`` where the cluster supports them; ``basic_types`` where it
+    lacks the ECS-preferred field types.
+    """
     body: dict[str, Any] = {
         "index_patterns": [pattern],
         "priority": TEMPLATE_PRIORITY,
@@ -76,7 +91,7 @@ def index_template(pattern: str, data_stream: bool) -> dict[str, Any]:
         "_meta": {"managed_by": "modelsiem", "description": "modelsiem ECS alerts"},
         "template": {
             "settings": {"index": {"auto_expand_replicas": "0-1", "mapping": {"total_fields": {"limit": 1000}}}},
-            "mappings": MAPPINGS,
+            "mappings": _basic(MAPPINGS) if basic_types else MAPPINGS,
         },
     }
     if data_stream:

@@ -80,6 +80,9 @@ def create_app(settings: Settings, detectors: list[Detector], partitions: int) -
         stream_wait_empty=False,
         producer_acks=-1,
         producer_max_request_size=DEADLETTER_MAX_BYTES,
+        # A killed worker's partitions move on after this long, not after faust's default minute.
+        broker_session_timeout=15.0,
+        broker_heartbeat_interval=3.0,
         key_serializer="raw",
         value_serializer="raw",
     )
@@ -91,9 +94,7 @@ def create_app(settings: Settings, detectors: list[Detector], partitions: int) -
             f"detector-{d.meta.id}",
             default=None,
             partitions=partitions,
-            key_type=str,
-            key_serializer="json",
-            value_serializer="json",
+            key_type=str,  # keys and values go to the changelog as JSON
         )
         for d in detectors
     }

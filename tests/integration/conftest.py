@@ -40,8 +40,10 @@ def stack() -> Settings:
         AdminClient(settings.kafka.client_config()).list_topics(timeout=10)
     except KafkaException as exc:
         pytest.fail(f"Kafka is not reachable at {settings.kafka.bootstrap} ({exc}); run `modelsiem stack up`")
-    if not client(settings.elasticsearch).ping():
-        pytest.fail(f"Elasticsearch is not reachable at {settings.elasticsearch.url}; run `modelsiem stack up`")
+    try:
+        client(settings.elasticsearch).cluster.health(timeout="10s")
+    except Exception as exc:  # any failure means the same thing here
+        pytest.fail(f"Elasticsearch is not reachable at {settings.elasticsearch.url} ({exc}); run `modelsiem stack up`")
     return settings
 
 
