@@ -164,7 +164,11 @@ def committed_all(settings: Settings, group: str, topics: list[str]) -> bool:
     consumer = Consumer({**settings.kafka.client_config(), "group.id": group, "enable.auto.commit": False})
     try:
         tps = [TopicPartition(t, p) for t in topics for p in consumer.list_topics(t, timeout=10).topics[t].partitions]
-        for tp in consumer.committed(tps, timeout=10):
+        try:
+            committed = consumer.committed(tps, timeout=10)
+        except KafkaException:  # the group coordinator is still being elected on a fresh broker
+            return False
+        for tp in committed:
             high = consumer.get_watermark_offsets(TopicPartition(tp.topic, tp.partition), timeout=10)[1]
             if high > 0 and tp.offset < high:
                 return False
