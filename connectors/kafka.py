@@ -37,13 +37,13 @@ def admin(settings: Settings) -> AdminClient:
 def ensure_topics(
     settings: Settings, configs: dict[str, dict[str, str]] | None = None, timeout: float = 30.0
 ) -> dict[str, int]:
-    """Create the event, alert and dead-letter topics if missing; return each one's partition count.
+    """Create the event, alert, dead-letter and quarantine topics if missing; return each one's partition count.
 
     ``configs`` adds topic configs by topic name, for the topics this call creates.
     """
     t = settings.topics
     client = admin(settings)
-    wanted = [t.inference, t.feedback, t.alerts, t.deadletter]
+    wanted = [t.inference, t.feedback, t.alerts, t.deadletter, t.quarantine]
     # The dead-letter topic takes what the event topics may have let through, byte for byte.
     configs = {t.deadletter: {"max.message.bytes": str(DEADLETTER_MAX_BYTES)}, **(configs or {})}
     futures = client.create_topics(

@@ -6,8 +6,8 @@ A detector is one class in one file. It declares
   references, false positives, a triage note for the analyst);
 - ``Params``: a pydantic model of its tunable parameters;
 - ``partition_key``: what its state is keyed by (``"principal"``,
-  ``"fingerprint"``, ``"model"``), so that the stream processor can route every
-  event of one key to one worker;
+  ``"fingerprint"``, ``"ip_prefix"``..., see :func:`partition_value`), so that
+  the stream processor can route every event of one key to one worker;
 - ``new_state()`` and ``update(state, event)``: the state is a plain JSON-able
   ``dict`` that ``update`` mutates, so it can be checkpointed to a changelog and
   restored after a restart; ``update`` returns the findings the event raised;
@@ -20,6 +20,7 @@ of a file raises the same alerts as the live stream.
 
 from __future__ import annotations
 
+import ipaddress
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -40,7 +41,8 @@ RISK_BANDS: dict[str, tuple[int, int]] = {
 }
 SEVERITY_RANK: dict[str, int] = {"low": 0, "medium": 1, "high": 2, "critical": 3}
 
-PartitionKey = Literal["principal", "fingerprint", "model"]
+# What a detector's state can be keyed by; see partition_value.
+PartitionKey = Literal["principal", "fingerprint", "origin", "model", "ip_prefix", "tenant"]
 EventKind = Literal["inference", "feedback"]
 AnyEvent = InferenceEvent | FeedbackEvent
 State = dict[str, Any]
@@ -112,6 +114,9 @@ class Finding:
     event_ids: tuple[str, ...] = ()
     # The principal the alert is about, when there is exactly one.
     user: str | None = None
+    # Event ids to exclude from retraining (feedback of a poisoning campaign):
+    # only those not listed by an earlier finding, since each is published once.
+    quarantine: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,12 +167,30 @@ class Detector(ABC):
 
 
 def partition_value(kind: PartitionKey, event: AnyEvent) -> str | None:
-    """The value an event is partitioned by for one kind of key."""
+    """The value an event is partitioned by for one kind of key, or None when it has none.
+
+    >>> from detectors.testing import feedback
+    >>> e = feedback("f1", 0, principal="p", principal_fields={"ip": "203.0.113.9"})
+    >>> partition_value("ip_prefix", e), partition_value("fingerprint", e)
+    ('203.0.113.0/24', 'fp-1')
+    """
     if kind == "principal":
         return event.principal.id
     if kind == "model":
         return event.model.name
-    if isinstance(event, FeedbackEvent):
-        return event.item.fingerprint or event.item.origin
-    return None
+    if kind == "tenant":
+        return event.principal.tenant
+    if kind == "ip_prefix":
+        return ip_prefix(event.principal.ip) if event.principal.ip else None
+    if not isinstance(event, FeedbackEvent):
+        return None
+    if kind == "origin":
+        return event.item.origin
+    return event.item.fingerprint or event.item.origin
 
+
+def ip_prefix(ip: str) -> str:
+    """The network an address belongs to for grouping: a /24 for IPv4, a /48 for IPv6."""
+    address = ipaddress.ip_address(ip)
+    bits = 24 if address.version == 4 else 48
+    return str(ipaddress.ip_network(f"{address}/{bits}", strict=False))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import subprocess
 import sys
 import time
@@ -158,6 +159,9 @@ def run() -> None:
 def replay(
     events: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="JSON-lines events file.")],
     alerts_out: Annotated[Path, typer.Option(help="Where to write the ECS alerts, one per line.")],
+    quarantine_out: Annotated[
+        Optional[Path], typer.Option(help="Where to write the quarantine records (feedback to exclude from retraining).")
+    ] = None,
 ) -> None:
     """Run the detectors over a JSON-lines file, with no Kafka or Elasticsearch."""
     from connectors.files import JsonLinesWriter, read_lines
@@ -167,14 +171,14 @@ def replay(
 
     settings = _settings()
     engine = Engine(build(settings.detectors, settings.detector_params))
-    with JsonLinesWriter(alerts_out) as writer:
-        report = run_replay(_progress(events, read_lines(events)), engine, writer.write)
+    with JsonLinesWriter(alerts_out) as writer, JsonLinesWriter(quarantine_out or Path(os.devnull)) as quarantine:
+        report = run_replay(_progress(events, read_lines(events)), engine, writer.write, quarantine.write)
     for number, reason in report.rejected[:20]:
         err.print(f"{events}:{number}: {reason}", highlight=False, markup=False)
     if len(report.rejected) > 20:
         err.print(f"... and {len(report.rejected) - 20} more bad lines", highlight=False)
     err.print(f"{report.events} events, {len(report.rejected)} bad lines, {report.alerts} alert revisions "
-              f"written to {alerts_out}", highlight=False)
+              f"written to {alerts_out}, {report.quarantined} events quarantined", highlight=False)
 
 
 def _progress(path: Path, lines):  # type: ignore[no-untyped-def]
@@ -210,7 +214,7 @@ def simulate(
 
     from connectors.files import JsonLinesWriter
     from connectors.kafka import ensure_topics, publish_events
-    from modelsiem.simulate import SCENARIOS, simulate as run_simulate
+    from modelsiem.scenarios import SCENARIOS, simulate as run_simulate
 
     chosen = scenario if scenario is not None else list(SCENARIOS)
     try:
@@ -229,8 +233,46 @@ def simulate(
         publish_events(settings, events)
         where = f"{settings.topics.inference} and {settings.topics.feedback}"
     if truth:
-        truth.write_text(json.dumps(trace.truth, indent=2))
+        truth.write_text(json.dumps([t.model_dump() for t in trace.truth], indent=2))
     err.print(f"{len(events)} events ({', '.join(chosen) or 'benign only'}) written to {where}", highlight=False)
+
+
+@app.command()
+def evaluate(
+    trace: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="Labelled JSON-lines trace.")],
+    truth: Annotated[Path, typer.Option(exists=True, dir_okay=False, help="Its ground truth (from simulate --truth).")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print the figures as one JSON object.")] = False,
+) -> None:
+    """Backtest: replay a labelled trace and report, per attack, what the detectors caught."""
+    from pydantic import TypeAdapter
+
+    from connectors.files import read_lines
+    from detectors.registry import build
+    from modelsiem.evaluate import evaluate as run_evaluate
+    from modelsiem.scenarios import Truth
+    from stream.engine import Engine
+
+    settings = _settings()
+    entries = TypeAdapter(list[Truth]).validate_json(truth.read_bytes())
+    result = run_evaluate(_progress(trace, read_lines(trace)), entries,
+                          Engine(build(settings.detectors, settings.detector_params)))
+    if as_json:
+        print(json.dumps(result.as_dict(), indent=2))
+        return
+    table = Table("attack", "ATLAS", "detected", "events before alert", "alerts", "max severity",
+                  "accounts named", "named outside", "quarantined", title=f"{trace.name}")
+    for a in result.attacks:
+        table.add_row(a.scenario, a.technique or "", "yes" if a.detected else "NO",
+                      f"{a.events_before_alert} of {a.attack_events}" if a.detected else f"- of {a.attack_events}",
+                      str(a.alerts), a.max_severity or "", f"{a.accounts_named}/{a.accounts_involved}",
+                      str(a.named_outside_attack), f"{a.quarantined}/{a.feedback_events}" if a.feedback_events else "")
+    out.print(table)
+    for b in result.benign:
+        out.print(f"benign {b.scenario}: {b.events} events, {b.alerts} alerts"
+                  + (f", up to {b.max_severity}" if b.max_severity else ""), highlight=False)
+    out.print(f"{result.events} events ({result.benign_events} benign), {result.alert_ids} alerts, "
+              f"{result.false_alerts} false: {result.false_alerts_per_million:.2f} per million benign events; "
+              f"{result.quarantined_benign} benign events quarantined", highlight=False)
 
 
 @app.command()

@@ -38,7 +38,7 @@ def _rules_seen(settings: Settings, since: str) -> set[str]:
 def run_demo(settings: Settings, console: Console, timeout: float) -> None:
     from connectors.kafka import ensure_topics, publish_events
     from modelsiem import stack
-    from modelsiem.simulate import simulate
+    from modelsiem.scenarios import simulate
 
     stack.up(settings, echo=console.print)
     ensure_topics(settings)

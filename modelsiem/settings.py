@@ -28,6 +28,7 @@ class Topics(BaseModel):
     feedback: str = "modelsiem.feedback"
     alerts: str = "modelsiem.alerts"
     deadletter: str = "modelsiem.deadletter"
+    quarantine: str = "modelsiem.quarantine"
     partitions: int = Field(default=4, ge=1)
     replication: int = Field(default=1, ge=1)
 

@@ -10,6 +10,8 @@ from typing import Any, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
+from detectors.base import PartitionKey
+
 
 class _Doc(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -83,7 +85,7 @@ class AlertState(_Doc):
     revision: int = Field(ge=1, description="Increases each time the alert is updated.")
     severity: Literal["low", "medium", "high", "critical"]
     subject: str
-    subject_kind: Literal["principal", "fingerprint", "model"]
+    subject_kind: PartitionKey
 
 
 class DetectorRef(_Doc):

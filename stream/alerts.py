@@ -27,7 +27,10 @@ DATASET = "modelsiem.alerts"
 _NAMESPACE = uuid.UUID("6f1c1a52-3f0e-4b8e-9a59-2f0c4d7e8a10")
 _KEY = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 _MAX_RELATED = 100
-_SUBJECT_NOUN: dict[PartitionKey, str] = {"principal": "principal", "fingerprint": "item", "model": "model"}
+_SUBJECT_NOUN: dict[PartitionKey, str] = {
+    "principal": "principal", "fingerprint": "item", "origin": "origin", "model": "model",
+    "ip_prefix": "network", "tenant": "tenant",
+}
 
 
 def clean(value: str, limit: int = 256) -> str:

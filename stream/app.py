@@ -10,8 +10,9 @@ Flow (one consumer group, any number of workers):
 - ``route-<key>`` consumes a route topic and runs the detectors of that key.
 - Detector state lives in one faust table per detector, backed by a compacted
   changelog topic: a restarted worker (or the one that takes its partitions
-  over) restores it before it processes anything. Alerts are delivered to the
-  alerts topic before the state that produced them is saved; see ``Engine``.
+  over) restores it before it processes anything. Alerts (and quarantine
+  records, the feedback event ids of a poisoning campaign) are delivered before
+  the state that produced them is saved; see ``Engine``.
 
 The app is built by :func:`create_app` (no module-level app, no import-time
 side effects), so tests and commands build their own with their settings.
@@ -89,6 +90,7 @@ def create_app(settings: Settings, detectors: list[Detector], partitions: int) -
     kinds: dict[str, Kind] = {t.inference: "inference", t.feedback: "feedback"}
     alerts_topic = app.topic(t.alerts, key_type=bytes, value_type=bytes)
     deadletter_topic = app.topic(t.deadletter, key_type=bytes, value_type=bytes)
+    quarantine_topic = app.topic(t.quarantine, key_type=bytes, value_type=bytes)
     tables = {
         d.meta.id: app.Table(
             f"detector-{d.meta.id}",
@@ -112,9 +114,15 @@ def create_app(settings: Settings, detectors: list[Detector], partitions: int) -
 
     async def run_engine(engine: Engine, event: AnyEvent, position: Position) -> None:
         step: Step = engine.process(event, store, position)
-        for alert in step.alerts:
-            delivery = await alerts_topic.send(key=alert["event"]["id"].encode(), value=orjson.dumps(alert))
-            await delivery  # the alert is on the broker before the state that raised it is saved
+        deliveries = [
+            await alerts_topic.send(key=alert["event"]["id"].encode(), value=orjson.dumps(alert))
+            for alert in step.alerts
+        ] + [
+            await quarantine_topic.send(key=record["event_id"].encode(), value=orjson.dumps(record))
+            for record in step.quarantine
+        ]
+        for delivery in deliveries:
+            await delivery  # on the broker before the state that produced it is saved
         step.save(store)
 
     @app.agent(app.topic(t.inference, t.feedback, key_type=bytes, value_type=bytes), name="modelsiem.ingest")

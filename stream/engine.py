@@ -21,13 +21,13 @@ yields a handful of documents rather than a million.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Protocol
 
 from detectors.base import SEVERITY_RANK, AnyEvent, Detector, Finding, State
-from stream.alerts import build_alert
+from stream.alerts import alert_id, build_alert
 
 
 class StateStore(Protocol):
@@ -59,6 +59,7 @@ class Step:
     """
 
     alerts: list[dict[str, Any]] = field(default_factory=list)
+    quarantine: list[dict[str, Any]] = field(default_factory=list)
     records: list[tuple[str, str, State]] = field(default_factory=list)
 
     def save(self, store: StateStore) -> None:
@@ -106,35 +107,40 @@ class Engine:
                 if record["pos"].get(position.slot, -1) >= position.offset:
                     continue
                 record["pos"][position.slot] = position.offset
-            findings = detector.update(record["state"], event)
-            step.alerts.extend(self._revise(detector, record["alerts"], findings, event))
+            for finding in detector.update(record["state"], event):
+                self._revise(detector, record["alerts"], finding, event, step)
             # Put back, not only mutated: a faust table writes its changelog on assignment.
             step.records.append((detector_id, key, record))
         return step
 
     def _revise(
-        self, detector: Detector, open_alerts: dict[str, Any], findings: Iterable[Finding], event: AnyEvent
-    ) -> Iterable[dict[str, Any]]:
+        self, detector: Detector, open_alerts: dict[str, Any], finding: Finding, event: AnyEvent, step: Step
+    ) -> None:
         now = event.timestamp.timestamp()
         for subject in [s for s, a in open_alerts.items() if now - a["last"] > self.episode_gap]:
             del open_alerts[subject]
-        for finding in findings:
-            alert = open_alerts.get(finding.subject)
-            if alert is None:
-                alert = open_alerts[finding.subject] = {"start": now, "last": now, "rev": 0, "mag": 0.0, "sev": -1}
-            alert["last"] = max(alert["last"], now)
-            rank = SEVERITY_RANK[finding.severity]
-            if alert["rev"] and rank <= alert["sev"] and finding.magnitude < self.growth * alert["mag"]:
-                continue
-            alert["rev"] += 1
-            alert["sev"] = max(rank, alert["sev"])
-            alert["mag"] = finding.magnitude
-            yield build_alert(
-                detector.meta,
-                detector.partition_key,
-                finding,
-                event,
-                episode_start=alert["start"],
-                revision=alert["rev"],
-                created=self.clock(),
-            )
+        alert = open_alerts.get(finding.subject)
+        if alert is None:
+            alert = open_alerts[finding.subject] = {"start": now, "last": now, "rev": 0, "mag": 0.0, "sev": -1}
+        alert["last"] = max(alert["last"], now)
+        the_id = alert_id(detector.meta, event.model.name, finding.subject, alert["start"])
+        step.quarantine.extend(
+            {"event_id": event_id, "alert_id": the_id, "rule_id": detector.meta.id,
+             "model": event.model.name, "subject": finding.subject, "@timestamp": event.timestamp.isoformat()}
+            for event_id in finding.quarantine
+        )
+        rank = SEVERITY_RANK[finding.severity]
+        if alert["rev"] and rank <= alert["sev"] and finding.magnitude < self.growth * alert["mag"]:
+            return
+        alert["rev"] += 1
+        alert["sev"] = max(rank, alert["sev"])
+        alert["mag"] = finding.magnitude
+        step.alerts.append(build_alert(
+            detector.meta,
+            detector.partition_key,
+            finding,
+            event,
+            episode_start=alert["start"],
+            revision=alert["rev"],
+            created=self.clock(),
+        ))

@@ -18,6 +18,7 @@ from stream.engine import Engine, MemoryStore
 class ReplayReport:
     events: int = 0
     alerts: int = 0
+    quarantined: int = 0
     rejected: list[tuple[int, str]] = field(default_factory=list)
 
 
@@ -25,9 +26,13 @@ def replay(
     lines: Iterable[tuple[int, bytes]],
     engine: Engine,
     on_alert: Callable[[dict[str, Any]], None],
+    on_quarantine: Callable[[dict[str, Any]], None] = lambda record: None,
     store: MemoryStore | None = None,
 ) -> ReplayReport:
-    """Decode and process each ``(line number, raw)`` in order, handing every alert revision to ``on_alert``."""
+    """Decode and process each ``(line number, raw)`` in order.
+
+    Every alert revision goes to ``on_alert``, every quarantine record to ``on_quarantine``.
+    """
     store = store if store is not None else MemoryStore()
     report = ReplayReport()
     for number, raw in lines:
@@ -39,6 +44,9 @@ def replay(
         step = engine.process(event, store)
         for alert in step.alerts:
             on_alert(alert)
+        for record in step.quarantine:
+            on_quarantine(record)
         report.alerts += len(step.alerts)
+        report.quarantined += len(step.quarantine)
         step.save(store)
     return report

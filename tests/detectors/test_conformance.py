@@ -9,7 +9,9 @@ import orjson
 import pytest
 from pydantic import ValidationError
 
-from detectors.base import Detector, Finding
+from typing import get_args
+
+from detectors.base import Detector, Finding, PartitionKey
 from detectors.registry import available
 from detectors.testing import feedback, inference
 from stream.alerts import clean
@@ -36,7 +38,7 @@ def check_metadata(cls: type[Detector]) -> None:
     m = cls.meta
     assert m.technique.id.startswith("AML.T") and m.tactic.id.startswith("AML.TA")
     assert m.references and m.false_positives and m.triage
-    assert cls.partition_key in ("principal", "fingerprint", "model")
+    assert cls.partition_key in get_args(PartitionKey)
 
 
 def check_examples_labelled(cls: type[Detector]) -> None:

@@ -8,7 +8,7 @@ import orjson
 from confluent_kafka import Producer
 
 from connectors.kafka import DLQ_OFFSET, DLQ_PARTITION, DLQ_REASON, DLQ_TOPIC, ensure_topics, publish_events
-from modelsiem.simulate import simulate
+from modelsiem.scenarios import simulate
 from stream.alerts import document_id
 from tests.ecs_check import assert_ecs_alert
 from tests.integration.conftest import es_alerts, read_topic, wait_until
@@ -58,7 +58,7 @@ def test_attacks_become_ecs_alerts_and_bad_messages_are_dead_lettered(isolated, 
         assert doc["event"]["ingested"] >= doc["event"]["created"]
         assert_ecs_alert(doc, ecs_fields, ecs_allowed)
 
-    truth = {t_["scenario"]: set(t_["principals"]) for t_ in trace.truth}
+    truth = {entry.scenario: set(entry.principals) for entry in trace.truth}
     flood = [d for d in docs if d["rule"]["id"] == "query_rate"]
     assert {d["user"]["name"] for d in flood} == truth["query_flood"]
     assert flood[0]["threat"]["technique"]["subtechnique"]["id"] == ["AML.T0024.002"]
