@@ -26,7 +26,10 @@ ECS_VERSION = "9.5.0-dev"
 DATASET = "modelsiem.alerts"
 _NAMESPACE = uuid.UUID("6f1c1a52-3f0e-4b8e-9a59-2f0c4d7e8a10")
 _KEY = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
-_MAX_RELATED = 100
+# related.* names every account of a campaign (a few thousand at most); lists
+# inside the evidence and sample ids stay short.
+_MAX_RELATED = 5000
+_MAX_LIST = 100
 _SUBJECT_NOUN: dict[PartitionKey, str] = {
     "principal": "principal", "fingerprint": "item", "origin": "origin", "model": "model",
     "ip_prefix": "network", "tenant": "tenant",
@@ -66,8 +69,8 @@ def _iso(ts: datetime | float) -> str:
     return ts.astimezone(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def _strings(values: tuple[str, ...], limit: int = 256) -> list[str]:
-    return list(dict.fromkeys(clean(v, limit) for v in values[:_MAX_RELATED]))
+def _strings(values: tuple[str, ...], limit: int = 256, most: int = _MAX_RELATED) -> list[str]:
+    return list(dict.fromkeys(clean(v, limit) for v in values[:most]))
 
 
 def _evidence(evidence: dict[str, Any]) -> dict[str, Any]:
@@ -78,7 +81,7 @@ def _evidence(evidence: dict[str, Any]) -> dict[str, Any]:
         if isinstance(value, str):
             value = clean(value)
         elif isinstance(value, list | tuple):
-            value = [clean(v) if isinstance(v, str) else v for v in value[:_MAX_RELATED]]
+            value = [clean(v) if isinstance(v, str) else v for v in value[:_MAX_LIST]]
         out[key] = value
     return out
 
@@ -163,7 +166,7 @@ def build_alert(
             "detector": {"id": meta.id, "version": meta.version},
             "model": {"name": clean(model.name)},
             "evidence": _evidence(finding.evidence),
-            "sample_event_ids": _strings(finding.event_ids),
+            "sample_event_ids": _strings(finding.event_ids, most=_MAX_LIST),
         },
     }
     if model.version:
