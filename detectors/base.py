@@ -133,6 +133,8 @@ class Detector(ABC):
 
     meta: ClassVar[DetectorMeta]
     partition_key: ClassVar[PartitionKey]
+    # A key's state is dropped after this many seconds of event time without an event.
+    state_ttl: ClassVar[float] = 24 * 3600.0
 
     class Params(BaseModel):
         model_config = ConfigDict(extra="forbid", frozen=True)
