@@ -34,7 +34,17 @@ def _settings() -> Settings:
         format="%(message)s",
         handlers=[RichHandler(console=err, show_path=False, markup=False)],
     )
+    # The client logs every non-2xx answer, expected ones (404 on an existence check) included;
+    # modelsiem logs the failures that matter itself.
+    logging.getLogger("elastic_transport").setLevel(logging.ERROR)
     return settings
+
+
+def _engine(settings: Settings):  # type: ignore[no-untyped-def]
+    from detectors.registry import build
+    from stream.engine import Engine
+
+    return Engine(build(settings.detectors, settings.detector_params), max_keys=settings.max_keys)
 
 
 def _fail(message: str) -> typer.Exit:
@@ -165,12 +175,10 @@ def replay(
 ) -> None:
     """Run the detectors over a JSON-lines file, with no Kafka or Elasticsearch."""
     from connectors.files import JsonLinesWriter, read_lines
-    from detectors.registry import build
-    from stream.engine import Engine
     from stream.replay import replay as run_replay
 
     settings = _settings()
-    engine = Engine(build(settings.detectors, settings.detector_params))
+    engine = _engine(settings)
     with JsonLinesWriter(alerts_out) as writer, JsonLinesWriter(quarantine_out or Path(os.devnull)) as quarantine:
         report = run_replay(_progress(events, read_lines(events)), engine, writer.write, quarantine.write)
     for number, reason in report.rejected[:20]:
@@ -247,15 +255,12 @@ def evaluate(
     from pydantic import TypeAdapter
 
     from connectors.files import read_lines
-    from detectors.registry import build
     from modelsiem.evaluate import evaluate as run_evaluate
     from modelsiem.scenarios import Truth
-    from stream.engine import Engine
 
     settings = _settings()
     entries = TypeAdapter(list[Truth]).validate_json(truth.read_bytes())
-    result = run_evaluate(_progress(trace, read_lines(trace)), entries,
-                          Engine(build(settings.detectors, settings.detector_params)))
+    result = run_evaluate(_progress(trace, read_lines(trace)), entries, _engine(settings))
     if as_json:
         print(json.dumps(result.as_dict(), indent=2))
         return

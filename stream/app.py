@@ -23,6 +23,7 @@ from __future__ import annotations
 import logging
 import ssl
 from collections import defaultdict
+from collections.abc import Iterable
 from typing import Any
 
 import faust
@@ -49,6 +50,14 @@ class TableStore:
     def put(self, detector_id: str, key: str, record: State) -> None:
         self.tables[detector_id][key] = record
 
+    def delete(self, detector_id: str, key: str) -> None:
+        # Inside the event's context: the tombstone goes to that event's changelog partition,
+        # which is the key's own (the engine only expires keys of the partition at hand).
+        self.tables[detector_id].pop(key, None)
+
+    def items(self, detector_id: str) -> Iterable[tuple[str, State]]:
+        return list(self.tables[detector_id].items())
+
 
 def _credentials(kafka: KafkaSettings) -> Any:
     if kafka.security_protocol == "PLAINTEXT":
@@ -67,6 +76,7 @@ def _credentials(kafka: KafkaSettings) -> Any:
 def create_app(settings: Settings, detectors: list[Detector], partitions: int) -> faust.App:
     """Build the worker app; ``partitions`` is the partition count of the event topics."""
     t = settings.topics
+    settings.worker_dir.mkdir(parents=True, exist_ok=True)
     app = faust.App(
         settings.app_id,
         broker=";".join(f"kafka://{h.strip()}" for h in settings.kafka.bootstrap.split(",")),
@@ -105,10 +115,10 @@ def create_app(settings: Settings, detectors: list[Detector], partitions: int) -
     by_key: dict[PartitionKey, list[Detector]] = defaultdict(list)
     for d in detectors:
         by_key[d.partition_key].append(d)
-    inline = Engine(by_key.pop("principal", []))
+    inline = Engine(by_key.pop("principal", []), max_keys=settings.max_keys)
     routes = {
         key: (app.topic(f"{settings.app_id}-route-{key}", key_type=bytes, value_type=bytes, internal=True,
-                        partitions=partitions), Engine(group))
+                        partitions=partitions), Engine(group, max_keys=settings.max_keys))
         for key, group in by_key.items()
     }
 

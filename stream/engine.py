@@ -8,11 +8,16 @@ For each (detector, key) the store holds one record::
 
     {"state": <the detector's own state>,
      "pos": {"topic:partition": last applied offset},
+     "seen": latest event time (epoch seconds),
      "alerts": {subject: {"start": t, "last": t, "rev": n, "mag": m, "sev": s}}}
 
 ``pos`` makes re-delivery harmless: after a crash Kafka hands the worker events
 it already applied (the changelog may be ahead of the committed offsets), and
-they are skipped rather than counted twice. ``alerts`` is the alert lifecycle:
+they are skipped rather than counted twice. ``seen`` is the key's latest event
+time: a key idle for the detector's ``state_ttl`` is deleted, and so is the
+least recently active one when a partition holds more than ``max_keys`` keys of
+one detector, which bounds memory under a flood of never-seen principals.
+``alerts`` is the alert lifecycle:
 findings on one subject within ``episode_gap`` seconds of event time update one
 alert, which is re-sent only when its severity rises or its evidence has grown
 by ``growth`` times since the last revision, so an attack of a million events
@@ -21,7 +26,8 @@ yields a handful of documents rather than a million.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Protocol
@@ -35,18 +41,28 @@ class StateStore(Protocol):
 
     def put(self, detector_id: str, key: str, record: State) -> None: ...
 
+    def delete(self, detector_id: str, key: str) -> None: ...
+
+    def items(self, detector_id: str) -> Iterable[tuple[str, State]]: ...
+
 
 class MemoryStore:
-    """State in a dict: for replay and tests."""
+    """State in dicts, one per detector: for replay and tests."""
 
     def __init__(self) -> None:
-        self.records: dict[tuple[str, str], State] = {}
+        self.records: dict[str, dict[str, State]] = {}
 
     def get(self, detector_id: str, key: str) -> State | None:
-        return self.records.get((detector_id, key))
+        return self.records.get(detector_id, {}).get(key)
 
     def put(self, detector_id: str, key: str, record: State) -> None:
-        self.records[(detector_id, key)] = record
+        self.records.setdefault(detector_id, {})[key] = record
+
+    def delete(self, detector_id: str, key: str) -> None:
+        self.records.get(detector_id, {}).pop(key, None)
+
+    def items(self, detector_id: str) -> Iterable[tuple[str, State]]:
+        return list(self.records.get(detector_id, {}).items())
 
 
 @dataclass(slots=True)
@@ -61,10 +77,13 @@ class Step:
     alerts: list[dict[str, Any]] = field(default_factory=list)
     quarantine: list[dict[str, Any]] = field(default_factory=list)
     records: list[tuple[str, str, State]] = field(default_factory=list)
+    expired: list[tuple[str, str]] = field(default_factory=list)
 
     def save(self, store: StateStore) -> None:
         for detector_id, key, record in self.records:
             store.put(detector_id, key, record)
+        for detector_id, key in self.expired:
+            store.delete(detector_id, key)
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +99,27 @@ class Position:
         return f"{self.topic}:{self.partition}"
 
 
+class _Recency:
+    """The live keys of one detector on one partition, least recently active first."""
+
+    def __init__(self) -> None:
+        self.seen: OrderedDict[str, float] = OrderedDict()
+
+    def touch(self, key: str, when: float) -> None:
+        self.seen[key] = max(when, self.seen.pop(key, when))
+
+    def evict(self, now: float, ttl: float, max_keys: int) -> list[str]:
+        """Keys idle for ``ttl``, and the oldest beyond ``max_keys``: they are to be deleted."""
+        gone = []
+        while self.seen:
+            key, when = next(iter(self.seen.items()))
+            if when > now - ttl and len(self.seen) <= max_keys:
+                break
+            del self.seen[key]
+            gone.append(key)
+        return gone
+
+
 class Engine:
     def __init__(
         self,
@@ -87,12 +127,29 @@ class Engine:
         *,
         episode_gap: float = 3600.0,
         growth: float = 2.0,
+        max_keys: int = 250_000,
         clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
     ) -> None:
         self.detectors = list(detectors)
         self.episode_gap = episode_gap
         self.growth = growth
+        self.max_keys = max_keys
         self.clock = clock
+        self._recency: dict[tuple[str, int], _Recency] = {}
+
+    def _recency_of(self, store: StateStore, detector_id: str, partition: int) -> _Recency:
+        """The recency index of a partition, rebuilt from the store the first time (after a restart)."""
+        recency = self._recency.get((detector_id, partition))
+        if recency is None:
+            recency = self._recency[(detector_id, partition)] = _Recency()
+            restored = [
+                (record.get("seen", 0.0), key)
+                for key, record in store.items(detector_id)
+                if not record["pos"] or any(slot.endswith(f":{partition}") for slot in record["pos"])
+            ]
+            for when, key in sorted(restored):
+                recency.touch(key, when)
+        return recency
 
     def process(self, event: AnyEvent, store: StateStore, position: Position | None = None) -> Step:
         """Apply one event to every detector it concerns; save the returned step once its alerts are sent."""
@@ -107,10 +164,17 @@ class Engine:
                 if record["pos"].get(position.slot, -1) >= position.offset:
                     continue
                 record["pos"][position.slot] = position.offset
+            now = event.timestamp.timestamp()
+            record["seen"] = max(record.get("seen", now), now)
             for finding in detector.update(record["state"], event):
                 self._revise(detector, record["alerts"], finding, event, step)
             # Put back, not only mutated: a faust table writes its changelog on assignment.
             step.records.append((detector_id, key, record))
+            recency = self._recency_of(store, detector_id, position.partition if position else 0)
+            recency.touch(key, record["seen"])
+            step.expired.extend(
+                (detector_id, old) for old in recency.evict(now, detector.state_ttl, self.max_keys) if old != key
+            )
         return step
 
     def _revise(

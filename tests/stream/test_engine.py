@@ -63,9 +63,35 @@ def test_state_is_saved_only_through_the_step() -> None:
     step = engine.process(feedback("f", 0, principal="p"), store)
     assert store.records == {}
     step.save(store)
-    assert list(store.records) == [("feedback_surge", "spam-filter\x1ffp-1")]
+    assert list(store.items("feedback_surge")) == [("spam-filter\x1ffp-1", store.get("feedback_surge", "spam-filter\x1ffp-1"))]
 
 
 def test_events_a_detector_does_not_take_leave_no_state() -> None:
     _, store = run(Engine([FeedbackSurgeDetector()]), flood(10))
     assert store.records == {}
+
+
+def test_idle_keys_expire_after_the_detectors_ttl() -> None:
+    engine = Engine([QueryRateDetector()])
+    ttl = QueryRateDetector.state_ttl
+    _, store = run(engine, [inference("a", 0, principal="idle"), inference("b", 10, principal="busy")])
+    _, store = run(engine, [inference("c", ttl - 5, principal="busy")], store)
+    assert {k for k, _ in store.items("query_rate")} == {"spam-filter\x1fidle", "spam-filter\x1fbusy"}
+    _, store = run(engine, [inference("d", ttl + 1, principal="busy")], store)
+    assert {k for k, _ in store.items("query_rate")} == {"spam-filter\x1fbusy"}
+
+
+def test_a_flood_of_new_principals_is_bounded_by_max_keys() -> None:
+    engine = Engine([QueryRateDetector()], max_keys=100)
+    events = [inference(f"e{i}", i * 0.001, principal=f"never-seen-{i}") for i in range(5000)]
+    _, store = run(engine, events)
+    keys = [k for k, _ in store.items("query_rate")]
+    assert len(keys) == 100 and "spam-filter\x1fnever-seen-4999" in keys  # the most recent survive
+
+
+def test_recency_is_rebuilt_from_the_store_after_a_restart() -> None:
+    _, store = run(Engine([QueryRateDetector()]), [inference("a", 0, principal="old")], positions=[Position("t", 3, 0)])
+    fresh = Engine([QueryRateDetector()])  # a restarted worker: empty index, restored store
+    ttl = QueryRateDetector.state_ttl
+    run(fresh, [inference("b", ttl + 1, principal="new")], store, [Position("t", 3, 1)])
+    assert [k for k, _ in store.items("query_rate")] == ["spam-filter\x1fnew"]
