@@ -28,11 +28,13 @@ from typing import Any
 import orjson
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 from elasticsearch import ApiError, BadRequestError, Elasticsearch, TransportError
+from pydantic import ValidationError
 from tenacity import Retrying, retry_if_exception_type, wait_random_exponential
 
 from connectors.es_template import index_template, template_name
 from connectors.kafka import deadletter_headers, producer
 from modelsiem.settings import ElasticsearchSettings, Settings
+from stream.alert_schema import AlertDocument
 from stream.alerts import document_id
 
 log = logging.getLogger("modelsiem.sink")
@@ -52,6 +54,17 @@ def client(es: ElasticsearchSettings) -> Elasticsearch:
     if es.ca_file:
         kwargs["ca_certs"] = str(es.ca_file)
     return Elasticsearch(es.url, **kwargs)
+
+
+def install_latest(es: Elasticsearch, index: str, basic: bool) -> None:
+    """The latest-state index: one document per alert, its highest revision."""
+    es.indices.put_index_template(name=template_name(index), **index_template(index, False, basic_types=basic))
+    if not es.indices.exists(index=index):
+        try:
+            es.indices.create(index=index)
+        except BadRequestError as exc:
+            if exc.error != "resource_already_exists_exception":
+                raise
 
 
 def install(es: Elasticsearch, target: str) -> str:
@@ -94,67 +107,101 @@ class BatchResult:
     rejected: list[tuple[Message, str]] = field(default_factory=list)
 
 
+@dataclass(slots=True)
+class _Op:
+    """One bulk action: an alert revision into the data stream, or into the latest-state index."""
+
+    msg: Message
+    action: dict[str, Any]
+    doc: dict[str, Any]
+    primary: bool  # the data-stream write, which decides delivered or duplicate
+
+
+def _reason(exc: ValidationError) -> str:
+    errors = exc.errors(include_url=False, include_input=False)
+    return "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in errors[:5])
+
+
 class AlertWriter:
     """Writes one batch of alert messages, retrying until each is delivered or rejected."""
 
-    def __init__(self, es: Elasticsearch, target: str, max_wait: float, sleep: Callable[[float], None]) -> None:
-        self.es, self.target, self.max_wait, self.sleep = es, target, max_wait, sleep
+    def __init__(self, es: Elasticsearch, target: str, latest: str | None, max_wait: float,
+                 sleep: Callable[[float], None]) -> None:
+        self.es, self.target, self.latest, self.max_wait, self.sleep = es, target, latest, max_wait, sleep
 
-    def write(self, messages: list[Message]) -> BatchResult:
-        result = BatchResult()
-        pending: dict[str, tuple[Message, dict[str, Any]]] = {}
+    def _ops(self, messages: list[Message], result: BatchResult) -> list[_Op]:
+        ops: list[_Op] = []
         ingested = datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
         for msg in messages:
             try:
                 doc = orjson.loads(msg.value() or b"")
-                doc["event"]["ingested"] = ingested
-                pending[document_id(doc)] = (msg, doc)
-            except (orjson.JSONDecodeError, KeyError, TypeError) as exc:
-                result.rejected.append((msg, f"not an alert document: {type(exc).__name__}"))
+                # Whoever can write to the alerts topic must not be able to write anything else to the SIEM.
+                AlertDocument.model_validate(doc)
+            except orjson.JSONDecodeError as exc:
+                result.rejected.append((msg, f"not an alert document: invalid JSON ({exc})"[:1000]))
+                continue
+            except ValidationError as exc:
+                result.rejected.append((msg, f"not an alert document: {_reason(exc)}"[:1000]))
+                continue
+            doc["event"]["ingested"] = ingested
+            ops.append(_Op(msg, {"create": {"_index": self.target, "_id": document_id(doc)}}, doc, True))
+            if self.latest:
+                # External versioning keeps the highest revision, whatever order revisions arrive in.
+                revision = doc["modelsiem"]["alert"]["revision"]
+                action = {"_index": self.latest, "_id": doc["event"]["id"], "version": revision,
+                          "version_type": "external"}
+                ops.append(_Op(msg, {"index": action}, doc, False))
+        return ops
 
+    def write(self, messages: list[Message]) -> BatchResult:
+        result = BatchResult()
+        pending = self._ops(messages, result)
         retrying = Retrying(
             wait=wait_random_exponential(multiplier=0.5, max=self.max_wait),
             retry=retry_if_exception_type((_Retry, TransportError)),
             sleep=self.sleep,
             before_sleep=lambda state: log.warning(
-                "elasticsearch not accepting writes (%s); %d documents wait, attempt %d",
+                "elasticsearch not accepting writes (%s); %d actions wait, attempt %d",
                 state.outcome.exception() if state.outcome else "?", len(pending), state.attempt_number,
             ),
             reraise=True,
         )
         for attempt in retrying:
             with attempt:
-                self._bulk(pending, result)
+                pending = self._bulk(pending, result)
+                if pending:
+                    raise _Retry(f"{len(pending)} actions answered 429 or 5xx")
         return result
 
-    def _bulk(self, pending: dict[str, tuple[Message, dict[str, Any]]], result: BatchResult) -> None:
-        if not pending:
-            return
-        operations: list[Any] = []
-        for doc_id, (_, doc) in pending.items():
-            operations.append({"create": {"_index": self.target, "_id": doc_id}})
-            operations.append(doc)
+    def _bulk(self, ops: list[_Op], result: BatchResult) -> list[_Op]:
+        """Send ``ops``; return those to send again."""
+        if not ops:
+            return ops
         try:
-            response = self.es.bulk(operations=operations)
+            response = self.es.bulk(operations=[line for op in ops for line in (op.action, op.doc)])
         except ApiError as exc:
             if exc.status_code == 429 or exc.status_code >= 500:
                 raise _Retry(f"bulk request answered {exc.status_code}") from exc
             raise
-        for item in response["items"]:
-            outcome = item["create"]
-            status, doc_id = outcome["status"], outcome["_id"]
-            if status in (200, 201):
-                result.delivered += 1
-            elif status == 409:
-                result.duplicates += 1
-            elif status == 429 or status >= 500:
-                continue  # stays pending
-            else:
-                error = outcome.get("error", {})
-                result.rejected.append((pending[doc_id][0], f"{error.get('type')}: {error.get('reason')}"[:1000]))
-            del pending[doc_id]
-        if pending:
-            raise _Retry(f"{len(pending)} documents answered 429 or 5xx")
+        retry: list[_Op] = []
+        rejected: set[int] = {id(m) for m, _ in result.rejected}
+        for op, item in zip(ops, response["items"], strict=True):
+            outcome = next(iter(item.values()))
+            status = outcome["status"]
+            if status == 429 or status >= 500:
+                retry.append(op)
+            elif status >= 400 and status != 409:
+                if id(op.msg) not in rejected:  # one dead-letter record per message
+                    rejected.add(id(op.msg))
+                    error = outcome.get("error", {})
+                    result.rejected.append((op.msg, f"{error.get('type')}: {error.get('reason')}"[:1000]))
+            elif op.primary:
+                # 409 on create: this revision is already indexed. On the latest index: a newer one is.
+                if status == 409:
+                    result.duplicates += 1
+                else:
+                    result.delivered += 1
+        return retry
 
 
 class Sink:
@@ -177,6 +224,8 @@ class Sink:
 
     def setup(self) -> str:
         self.mode = install(self.es, self.settings.elasticsearch.data_stream)
+        if self.settings.elasticsearch.latest_index:
+            install_latest(self.es, self.settings.elasticsearch.latest_index, basic="basic" in self.mode)
         self.consumer.subscribe([self.settings.topics.alerts])
         return self.mode
 
@@ -214,8 +263,9 @@ class Sink:
         batch = self._batch()
         if not batch:
             return BatchResult()
-        writer = AlertWriter(self.es, self.settings.elasticsearch.data_stream,
-                             self.settings.sink.retry_max_seconds, self._paused_sleep)
+        es = self.settings.elasticsearch
+        writer = AlertWriter(self.es, es.data_stream, es.latest_index, self.settings.sink.retry_max_seconds,
+                             self._paused_sleep)
         result = writer.write(batch)
         for msg, reason in result.rejected:
             log.error("alert rejected, dead-lettered: %s", reason)

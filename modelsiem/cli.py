@@ -52,23 +52,29 @@ def _fail(message: str) -> typer.Exit:
     return typer.Exit(1)
 
 
+Only = Annotated[Optional[str], typer.Option(help="kafka or elasticsearch alone.")]
+
+
 @stack_app.command("up")
-def stack_up() -> None:
+def stack_up(only: Only = None) -> None:
     """Start Kafka and Elasticsearch on loopback and wait until both are healthy."""
     from modelsiem import stack
 
     try:
-        stack.up(_settings(), echo=err.print)
+        stack.up(_settings(), only=only, echo=err.print)
     except stack.StackError as exc:
         raise _fail(str(exc)) from None
 
 
 @stack_app.command("down")
-def stack_down() -> None:
+def stack_down(only: Only = None) -> None:
     """Stop both servers; their data stays for the next `up`."""
     from modelsiem import stack
 
-    stack.down(_settings(), echo=err.print)
+    try:
+        stack.down(_settings(), only=only, echo=err.print)
+    except stack.StackError as exc:
+        raise _fail(str(exc)) from None
 
 
 @stack_app.command("status")
@@ -282,20 +288,27 @@ def evaluate(
 
 @app.command()
 def alerts(limit: int = 20) -> None:
-    """Show the newest alerts in Elasticsearch."""
+    """Show the newest alerts in Elasticsearch, each at its latest revision."""
     from connectors.elasticsearch_sink import client
 
     settings = _settings()
     es = client(settings.elasticsearch)
-    es.indices.refresh(index=settings.elasticsearch.data_stream)
-    hits = es.search(index=settings.elasticsearch.data_stream, size=limit, sort=[{"@timestamp": "desc"}],
+    index = settings.elasticsearch.latest_index or settings.elasticsearch.data_stream
+    if not es.indices.exists(index=index):
+        raise _fail(f"no alerts yet: {index} does not exist")
+    es.indices.refresh(index=index)
+    hits = es.search(index=index, size=limit, sort=[{"@timestamp": "desc"}],
                      query={"term": {"event.kind": "alert"}})["hits"]
-    table = Table("@timestamp", "severity", "rule", "ATLAS", "rev", "message", title=f"{hits['total']['value']} alert documents")
+    out.print(f"{hits['total']['value']} alerts in {index}", highlight=False)
     for hit in hits["hits"]:
         doc = hit["_source"]
-        table.add_row(doc["@timestamp"], doc["modelsiem"]["alert"]["severity"], doc["rule"]["id"],
-                      doc["threat"]["technique"]["id"][0], str(doc["modelsiem"]["alert"]["revision"]), doc["message"])
-    out.print(table, markup=False)
+        m = doc["modelsiem"]
+        technique = doc["threat"]["technique"]
+        atlas = technique.get("subtechnique", technique)["id"][0]
+        out.print(f"\n{doc['@timestamp']}  {m['alert']['severity']:<8} {doc['rule']['id']:<16} {atlas:<14} "
+                  f"revision {m['alert']['revision']}, {len(doc['related']['user'])} accounts named",
+                  highlight=False, markup=False)
+        out.print(f"  {doc['message']}", highlight=False, markup=False, soft_wrap=True)
 
 
 @app.command()

@@ -67,6 +67,9 @@ class ElasticsearchSettings(BaseModel):
     password_file: Path | None = None
     ca_file: Path | None = None
     data_stream: str = "logs-modelsiem.alerts-default"
+    # One document per alert at its latest revision (empty: none). Outside logs-* on purpose,
+    # so that Elastic Security's rules read each revision once, from the data stream.
+    latest_index: str = "modelsiem-alerts-latest"
 
     @model_validator(mode="after")
     def _read_secret_files(self) -> ElasticsearchSettings:

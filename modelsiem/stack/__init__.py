@@ -53,12 +53,19 @@ def servers(settings: Settings) -> list[Server]:
     ]
 
 
-def up(settings: Settings, *, echo: Callable[[str], None] = print) -> None:
-    """Start whatever is not running and wait until both servers are healthy."""
+def _chosen(settings: Settings, only: str | None) -> list[Server]:
+    chosen = [s for s in servers(settings) if only in (None, s.name)]
+    if not chosen:
+        raise StackError(f"no server named {only!r}; there are kafka and elasticsearch")
+    return chosen
+
+
+def up(settings: Settings, *, only: str | None = None, echo: Callable[[str], None] = print) -> None:
+    """Start whatever is not running (of both, or ``only`` one) and wait until it is healthy."""
     ensure_dir(settings.stack.dir)
     to_start: list[Server] = []
     starting: list[tuple[Server, int, float]] = []
-    for server in servers(settings):
+    for server in _chosen(settings, only):
         pid = running_pid(server.managed)
         if pid is None:
             to_start.append(server)
@@ -81,10 +88,10 @@ def up(settings: Settings, *, echo: Callable[[str], None] = print) -> None:
         echo(f"{server.name}: healthy on {server.address} after {time.monotonic() - started:.0f} s")
 
 
-def down(settings: Settings, *, echo: Callable[[str], None] = print) -> None:
-    """Stop both servers (SIGTERM, then SIGKILL after 30 s). Fine if not running."""
+def down(settings: Settings, *, only: str | None = None, echo: Callable[[str], None] = print) -> None:
+    """Stop both servers, or ``only`` one (SIGTERM, then SIGKILL after 30 s). Fine if not running."""
     stopping = []
-    for server in servers(settings):
+    for server in _chosen(settings, only):
         pgid = request_stop(server.managed)
         if pgid is None:
             echo(f"{server.name}: not running")

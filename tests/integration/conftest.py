@@ -68,6 +68,7 @@ def isolated(stack: Settings, tmp_path: Path) -> Isolated:
         "MODELSIEM_TOPICS__PARTITIONS": "2",
         "MODELSIEM_SINK__GROUP": f"sink-{tag}",
         "MODELSIEM_ELASTICSEARCH__DATA_STREAM": f"logs-modelsiem.alerts-test{tag}",
+        "MODELSIEM_ELASTICSEARCH__LATEST_INDEX": f"modelsiem-alerts-latest-test{tag}",
         "MODELSIEM_WORKER_DIR": str(tmp_path / "worker"),
     }
     saved = {k: os.environ.get(k) for k in env}
@@ -177,11 +178,12 @@ def committed_all(settings: Settings, group: str, topics: list[str]) -> bool:
         consumer.close()
 
 
-def es_alerts(settings: Settings) -> list[dict[str, Any]]:
+def es_alerts(settings: Settings, index: str | None = None) -> list[dict[str, Any]]:
+    """Every document in the alert data stream (or in ``index``), with its ``_id``."""
     es = client(settings.elasticsearch)
-    target = settings.elasticsearch.data_stream
+    target = index or settings.elasticsearch.data_stream
     if not es.indices.exists(index=target):
         return []
     es.indices.refresh(index=target)
-    hits = es.search(index=target, size=1000, query={"match_all": {}})["hits"]["hits"]
-    return [{"_id": h["_id"], **h["_source"]} for h in hits]
+    hits = es.search(index=target, size=10_000, query={"match_all": {}}, version=True)["hits"]["hits"]
+    return [{"_id": h["_id"], "_version": h.get("_version"), **h["_source"]} for h in hits]

@@ -54,6 +54,7 @@ def test_attacks_become_ecs_alerts_and_bad_messages_are_dead_lettered(isolated, 
 
     for doc in docs:
         doc_id = doc.pop("_id")
+        doc.pop("_version")
         assert doc_id == document_id(doc)
         assert doc["event"]["ingested"] >= doc["event"]["created"]
         assert_ecs_alert(doc, ecs_fields, ecs_allowed)

@@ -45,10 +45,17 @@ def test_sink_delivers_once_and_dead_letters_rejections(isolated, example_alerts
 
     indexed = es_alerts(s)
     assert sorted(d["_id"] for d in indexed) == sorted(document_id(d) for d in good)
+    # The latest-state index holds each alert once, at its highest revision.
+    latest = {d["_id"]: d for d in es_alerts(s, s.elasticsearch.latest_index)}
+    highest: dict[str, int] = {}
+    for d in good:
+        highest[d["event"]["id"]] = max(highest.get(d["event"]["id"], 0), d["modelsiem"]["alert"]["revision"])
+    assert {k: v["modelsiem"]["alert"]["revision"] for k, v in latest.items()} == highest
+    assert all(v["_version"] == v["modelsiem"]["alert"]["revision"] for v in latest.values())
     dead = read_topic(s, s.topics.deadletter)
     reasons = sorted(dict(m.headers())[DLQ_REASON].decode() for m in dead)
     assert any("mapper_parsing_exception" in r or "document_parsing_exception" in r for r in reasons), reasons
-    assert any("not an alert document" in r for r in reasons), reasons
+    assert any("not an alert document: invalid JSON" in r for r in reasons), reasons
     assert {dict(m.headers())[DLQ_STAGE] for m in dead} == {b"elasticsearch"}
     assert orjson.dumps(bad_ip) in {m.value() for m in dead}
 
