@@ -311,6 +311,19 @@ def alerts(limit: int = 20) -> None:
         out.print(f"  {doc['message']}", highlight=False, markup=False, soft_wrap=True)
 
 
+@app.command("bench-sink")
+def bench_sink(docs: int = 50_000, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Benchmark the Elasticsearch sink against a plain streaming_bulk loop (needs the stack)."""
+    from modelsiem.bench_sink import bench_sink as run
+
+    result = run(_settings(), docs)
+    if as_json:
+        print(json.dumps(result))
+    else:
+        for key, value in result.items():
+            out.print(f"{key:34} {value}", highlight=False)
+
+
 @app.command()
 def demo(timeout: float = 180.0) -> None:
     """Stack up, worker and sink, a simulated attack, then the alerts that reached Elasticsearch."""

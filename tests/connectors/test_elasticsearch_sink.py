@@ -32,8 +32,8 @@ class ScriptedBulk:
         self.rounds = list(rounds)
         self.calls: list[list[dict[str, Any]]] = []
 
-    def bulk(self, operations: list[Any]) -> dict[str, Any]:
-        actions = operations[0::2]
+    def bulk(self, operations: bytes) -> dict[str, Any]:
+        actions = [orjson.loads(line) for line in operations.splitlines()[0::2]]
         self.calls.append(actions)
         statuses = self.rounds.pop(0)
         assert len(statuses) == len(actions)
