@@ -135,6 +135,8 @@ class Detector(ABC):
     partition_key: ClassVar[PartitionKey]
     # A key's state is dropped after this many seconds of event time without an event.
     state_ttl: ClassVar[float] = 24 * 3600.0
+    # Findings on one subject this close in event time update one alert; a longer silence opens a new one.
+    episode_gap: ClassVar[float] = 3600.0
 
     class Params(BaseModel):
         model_config = ConfigDict(extra="forbid", frozen=True)

@@ -1,10 +1,25 @@
-"""Query rate of one principal against its own baseline (model extraction).
+"""Query rate of one principal against its own baseline (model extraction, ATLAS AML.T0024).
 
 Counts each principal's queries to a model in event-time buckets and keeps an
 exponentially weighted mean and variance of the per-bucket count. A bucket whose
 count exceeds the absolute floor, ``factor`` times the baseline and ``z``
 standard deviations above it raises a finding. Buckets that alerted are not
 learned, so a sustained flood cannot become its own baseline.
+
+Once a principal has a baseline, a short window (``window_seconds``) is held to
+the same per-bucket threshold scaled down (plus five Poisson standard
+deviations, so that a principal running just under the threshold does not cross
+it by chance), so a flood from a key with a quiet history is seen within a few
+dozen queries instead of a full bucket. The floor
+``min_rate`` stands for the population: the rate above which no ordinary
+principal of the model goes (heavy integrators included); a light user's
+backfill below it is not a flood.
+
+An established account (``principal.created_at`` well before the first query
+seen) whose history the detector lacks (a restart from empty state, or state
+expired after ``state_ttl``) is learned for ``warmup_buckets`` before it can
+alert: its steady heavy use is its baseline, not a surge. A key without a
+known creation time gets no such grace.
 
 A rate change alone is weak evidence of extraction (backfills and batch jobs do
 it too), so this detector stays at low severity.
@@ -17,9 +32,9 @@ it too), so this detector stays at low severity.
 ...     return InferenceEvent(event_id=f"e{i}", timestamp=t0 + timedelta(seconds=seconds),
 ...                           model={"name": "m"}, principal={"id": "key-1"})
 >>> quiet = [f for i in range(60) for f in det.update(state, query(i, i * 60))]
->>> flood = [f for i in range(60) for f in det.update(state, query(i, 3600 + i / 2))]
->>> len(quiet), flood[0].evidence["queries_in_bucket"], flood[0].severity
-(0, 50, 'low')
+>>> flood = [f for i in range(60) for f in det.update(state, query(i, 3600 + i / 20))]
+>>> len(quiet), flood[0].evidence["queries_in_window"], flood[0].severity
+(0, 20, 'low')
 """
 
 from __future__ import annotations
@@ -30,6 +45,7 @@ from collections.abc import Iterable
 from pydantic import Field
 
 from detectors.base import AnyEvent, AtlasRef, Detector, DetectorMeta, Example, Finding, State
+from detectors.sketches import add_sample
 from detectors.testing import inference
 
 __all__ = ["QueryRateDetector"]
@@ -41,7 +57,7 @@ class QueryRateDetector(Detector):
     meta = DetectorMeta(
         id="query_rate",
         name="Query rate far above the principal's baseline",
-        version=1,
+        version=2,
         description=(
             "A principal queried a model far more often in one time bucket than its own "
             "history predicts. Model extraction needs thousands of queries; a flood from one "
@@ -71,30 +87,46 @@ class QueryRateDetector(Detector):
 
     class Params(Detector.Params):
         bucket_seconds: int = Field(default=60, ge=1, le=3600)
-        min_rate: int = Field(default=300, ge=1, description="Queries per bucket below which nothing alerts.")
+        min_rate: int = Field(default=300, ge=1, description="Queries per bucket below which nothing alerts: "
+                              "the population's ceiling.")
         factor: float = Field(default=10.0, ge=1.0)
         z: float = Field(default=6.0, ge=0.0)
         alpha: float = Field(default=0.1, gt=0.0, le=1.0, description="Weight of the newest bucket.")
+        window_seconds: int = Field(default=2, ge=1, description="Short window held to the scaled threshold "
+                                    "once a baseline exists.")
+        min_burst: int = Field(default=20, ge=1, description="Fewest queries in the short window that can alert.")
+        warmup_buckets: int = Field(default=3, ge=1, description="Buckets learned before the short window "
+                                    "(and, for an established account, anything) can alert.")
+        established_days: float = Field(default=1.0, ge=0.0, description="Account age at first sight that "
+                                        "makes a principal established.")
 
     def new_state(self) -> State:
-        return {"bucket": None, "count": 0, "mean": 0.0, "var": 0.0, "burst": 0, "hot": False, "ids": [], "ips": []}
+        return {"bucket": None, "count": 0, "mean": 0.0, "var": 0.0, "learned": 0, "established": False,
+                "window": None, "in_window": 0, "burst": 0, "hot": False, "ids": [], "ips": []}
 
     def update(self, state: State, event: AnyEvent) -> Iterable[Finding]:
         p = self.params
-        bucket = int(event.timestamp.timestamp()) // p.bucket_seconds * p.bucket_seconds
+        now = event.timestamp.timestamp()
+        bucket = int(now) // p.bucket_seconds * p.bucket_seconds
         if state["bucket"] is None:
             state["bucket"] = bucket
+            created = event.principal.created_at
+            state["established"] = created is not None and now - created.timestamp() > p.established_days * 86400
         elif bucket > state["bucket"]:
             self._close_bucket(state, (bucket - state["bucket"]) // p.bucket_seconds)
             state["bucket"] = bucket
-        # A late event counts in the current bucket: the past is not rewritten.
+        window = int(now) // p.window_seconds * p.window_seconds
+        if state["window"] is None or window > state["window"]:
+            state["window"], state["in_window"] = window, 0
+        # A late event counts in the current bucket and window: the past is not rewritten.
         state["count"] += 1
-        _sample(state["ids"], event.event_id)
+        state["in_window"] += 1
+        add_sample(state["ids"], event.event_id, _SAMPLES)
         if event.principal.ip:
-            _sample(state["ips"], event.principal.ip)
+            add_sample(state["ips"], event.principal.ip, _SAMPLES)
 
         threshold = self._threshold(state)
-        if state["count"] < threshold:
+        if not self._surging(state, threshold):
             return ()
         # The burst counts every query of the buckets that crossed the threshold.
         state["burst"] += 1 if state["hot"] else state["count"]
@@ -105,10 +137,7 @@ class QueryRateDetector(Detector):
                 subject=principal,
                 severity=self.meta.severity,
                 risk_score=self.meta.risk_score,
-                summary=(
-                    f"sent {state['count']} queries in {p.bucket_seconds} s, "
-                    f"{state['count'] / max(state['mean'], 1.0):.1f}x its baseline of {state['mean']:.1f}"
-                ),
+                summary=self._summary(state),
                 magnitude=state["burst"],
                 evidence={
                     "queries_in_bucket": state["count"],
@@ -116,6 +145,9 @@ class QueryRateDetector(Detector):
                     "baseline_mean": round(state["mean"], 3),
                     "baseline_std": round(math.sqrt(state["var"]), 3),
                     "threshold": round(threshold, 3),
+                    "queries_in_window": state["in_window"],
+                    "window_seconds": p.window_seconds,
+                    "baseline_buckets": state["learned"],
                     "burst_queries": state["burst"],
                 },
                 users=(principal,),
@@ -135,7 +167,33 @@ class QueryRateDetector(Detector):
                     lambda: [inference(f"s{i}", i * 0.25) for i in range(240 * 20)]),
             Example("new key with a modest first burst", False,
                     lambda: [inference(f"n{i}", i * 0.5) for i in range(120)]),
+            Example("established account first seen at its steady heavy rate", False,
+                    lambda: [inference(f"h{i}", i * 0.1, principal_fields={"created_at": "2024-01-01T00:00:00Z"})
+                             for i in range(6000)]),
+            Example("light user backfilling below the population's ceiling", False,
+                    lambda: quiet + [inference(f"b{i}", 1800 + i * 0.5) for i in range(2000)]),
         ]
+
+    def _summary(self, state: State) -> str:
+        p = self.params
+        # Per bucket, the short window's count scaled up when it is what crossed the threshold.
+        short = state["count"] < self._threshold(state)
+        rate = state["in_window"] * p.bucket_seconds / p.window_seconds if short else state["count"]
+        seen = (f"{state['in_window']} queries in {p.window_seconds} s" if short
+                else f"{state['count']} queries in {p.bucket_seconds} s")
+        return (f"sent {seen}, {rate / max(state['mean'], 1.0):.0f}x its baseline of "
+                f"{state['mean']:.1f} per {p.bucket_seconds} s")
+
+    def _surging(self, state: State, threshold: float) -> bool:
+        p = self.params
+        if state["learned"] < p.warmup_buckets:
+            # No baseline yet: only a whole bucket over the floor counts, and not at all for an
+            # established account, whose history is merely unknown to us.
+            return not state["established"] and state["count"] >= threshold
+        # The short window must clear the scaled threshold by 5 Poisson standard deviations: a
+        # principal running just under the threshold fills some short windows above it by chance.
+        scaled = threshold * p.window_seconds / p.bucket_seconds
+        return state["count"] >= threshold or state["in_window"] >= max(p.min_burst, scaled + 5 * math.sqrt(scaled))
 
     def _threshold(self, state: State) -> float:
         p = self.params
@@ -151,14 +209,13 @@ class QueryRateDetector(Detector):
         state["count"], state["hot"], state["ids"], state["ips"] = 0, False, [], []
 
     def _learn(self, state: State, x: float) -> None:
+        state["learned"] += 1
+        if state["learned"] == 1:  # start from the first bucket rather than biased toward zero
+            state["mean"] = float(x)
+            return
         # Exponentially weighted mean and variance (West's incremental form).
         a = self.params.alpha
         diff = x - state["mean"]
         incr = a * diff
         state["mean"] += incr
         state["var"] = (1 - a) * (state["var"] + diff * incr)
-
-
-def _sample(values: list[str], value: str) -> None:
-    if len(values) < _SAMPLES and value not in values:
-        values.append(value)

@@ -311,6 +311,23 @@ def alerts(limit: int = 20) -> None:
         out.print(f"  {doc['message']}", highlight=False, markup=False, soft_wrap=True)
 
 
+@app.command()
+def bench(
+    events: int = 1_000_000,
+    latency_seconds: float = 30.0,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the figures as one JSON object.")] = False,
+) -> None:
+    """Benchmark the stream processor on the local stack: bare consumer, no-op agent, full pipeline."""
+    from modelsiem.bench_pipeline import bench as run
+
+    result = run(_settings(), events=events, latency_seconds=latency_seconds)
+    if as_json:
+        print(json.dumps(result))
+    else:
+        for key, value in result.items():
+            out.print(f"{key:20} {value}", highlight=False)
+
+
 @app.command("bench-sink")
 def bench_sink(docs: int = 50_000, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """Benchmark the Elasticsearch sink against a plain streaming_bulk loop (needs the stack)."""

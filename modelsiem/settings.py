@@ -114,3 +114,17 @@ class Settings(BaseSettings):
     max_keys: int = Field(default=250_000, ge=1)
     worker_dir: Path = Path(".modelsiem/worker")
     log_level: str = "INFO"
+
+
+def settings_with(env: dict[str, str]) -> Settings:
+    """Settings as they would be read with ``env`` added to the environment (which is left as it was)."""
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        return Settings()
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v

@@ -10,9 +10,12 @@ Flow (one consumer group, any number of workers):
 - ``route-<key>`` consumes a route topic and runs the detectors of that key.
 - Detector state lives in one faust table per detector, backed by a compacted
   changelog topic: a restarted worker (or the one that takes its partitions
-  over) restores it before it processes anything. Alerts (and quarantine
-  records, the feedback event ids of a poisoning campaign) are delivered before
-  the state that produced them is saved; see ``Engine``.
+  over) restores it before it processes anything. Changed records are
+  checkpointed to the changelog at each offset commit, before the offsets are
+  chosen, so committed offsets never run ahead of the saved state; see
+  ``stream.checkpoint``. Alerts (and quarantine records, the
+  feedback event ids of a poisoning campaign) are delivered before the state
+  that produced them is saved; see ``Engine``.
 
 The app is built by :func:`create_app` (no module-level app, no import-time
 side effects), so tests and commands build their own with their settings.
@@ -23,7 +26,6 @@ from __future__ import annotations
 import logging
 import ssl
 from collections import defaultdict
-from collections.abc import Iterable
 from typing import Any
 
 import faust
@@ -33,30 +35,11 @@ from connectors.kafka import DEADLETTER_MAX_BYTES, deadletter_headers
 from detectors.base import AnyEvent, Detector, PartitionKey, State, partition_value
 from modelsiem.settings import KafkaSettings, Settings
 from stream.decode import Kind, Rejected, decode
+from stream.checkpoint import CheckpointSensor, CheckpointStore
 from stream.engine import Engine, Position, Step
 
 log = logging.getLogger("modelsiem.worker")
-
-
-class TableStore:
-    """The engine's state store over faust tables, one per detector."""
-
-    def __init__(self, tables: dict[str, Any]) -> None:
-        self.tables = tables
-
-    def get(self, detector_id: str, key: str) -> State | None:
-        return self.tables[detector_id].get(key)
-
-    def put(self, detector_id: str, key: str, record: State) -> None:
-        self.tables[detector_id][key] = record
-
-    def delete(self, detector_id: str, key: str) -> None:
-        # Inside the event's context: the tombstone goes to that event's changelog partition,
-        # which is the key's own (the engine only expires keys of the partition at hand).
-        self.tables[detector_id].pop(key, None)
-
-    def items(self, detector_id: str) -> Iterable[tuple[str, State]]:
-        return list(self.tables[detector_id].items())
+_SOURCE = "modelsiem.source"  # header of a routed event: where it first entered Kafka
 
 
 def _credentials(kafka: KafkaSettings) -> Any:
@@ -73,12 +56,11 @@ def _credentials(kafka: KafkaSettings) -> Any:
     return faust.SSLCredentials(context)
 
 
-def create_app(settings: Settings, detectors: list[Detector], partitions: int) -> faust.App:
-    """Build the worker app; ``partitions`` is the partition count of the event topics."""
-    t = settings.topics
+def new_app(settings: Settings, partitions: int, app_id: str | None = None) -> faust.App:
+    """A faust app configured for modelsiem, with no agents yet."""
     settings.worker_dir.mkdir(parents=True, exist_ok=True)
-    app = faust.App(
-        settings.app_id,
+    return faust.App(
+        app_id or settings.app_id,
         broker=";".join(f"kafka://{h.strip()}" for h in settings.kafka.bootstrap.split(",")),
         broker_credentials=_credentials(settings.kafka),
         store="memory://",
@@ -86,7 +68,7 @@ def create_app(settings: Settings, detectors: list[Detector], partitions: int) -
         web_enabled=False,
         autodiscover=False,
         topic_partitions=partitions,
-        topic_replication_factor=t.replication,
+        topic_replication_factor=settings.topics.replication,
         consumer_auto_offset_reset="earliest",
         stream_wait_empty=False,
         producer_acks=-1,
@@ -97,48 +79,63 @@ def create_app(settings: Settings, detectors: list[Detector], partitions: int) -
         key_serializer="raw",
         value_serializer="raw",
     )
+
+
+def create_app(settings: Settings, detectors: list[Detector], partitions: int) -> faust.App:
+    """Build the worker app; ``partitions`` is the partition count of the event topics."""
+    t = settings.topics
+    app = new_app(settings, partitions)
     kinds: dict[str, Kind] = {t.inference: "inference", t.feedback: "feedback"}
     alerts_topic = app.topic(t.alerts, key_type=bytes, value_type=bytes)
     deadletter_topic = app.topic(t.deadletter, key_type=bytes, value_type=bytes)
     quarantine_topic = app.topic(t.quarantine, key_type=bytes, value_type=bytes)
-    tables = {
-        d.meta.id: app.Table(
-            f"detector-{d.meta.id}",
-            default=None,
-            partitions=partitions,
-            key_type=str,  # keys and values go to the changelog as JSON
-        )
-        for d in detectors
-    }
-    store = TableStore(tables)
-
     by_key: dict[PartitionKey, list[Detector]] = defaultdict(list)
     for d in detectors:
         by_key[d.partition_key].append(d)
-    inline = Engine(by_key.pop("principal", []), max_keys=settings.max_keys)
+
+    def lane(group: list[Detector], topics: set[str]) -> _Lane:
+        tables = {
+            d.meta.id: app.Table(f"detector-{d.meta.id}", default=None, partitions=partitions, key_type=str)
+            for d in group  # keys and values go to the changelog as JSON
+        }
+        return _Lane(Engine(group, max_keys=settings.max_keys), CheckpointStore(tables, topics))
+
+    inline = lane(by_key.pop("principal", []), {t.inference, t.feedback})
     routes = {
         key: (app.topic(f"{settings.app_id}-route-{key}", key_type=bytes, value_type=bytes, internal=True,
-                        partitions=partitions), Engine(group, max_keys=settings.max_keys))
+                        partitions=partitions), group)
         for key, group in by_key.items()
     }
+    route_lanes = {key: lane(group, {topic.get_topic_name()}) for key, (topic, group) in routes.items()}
+    lanes = [inline, *route_lanes.values()]
+    app.sensors.add(CheckpointSensor([each.store for each in lanes]))
 
-    async def run_engine(engine: Engine, event: AnyEvent, position: Position) -> None:
-        step: Step = engine.process(event, store, position)
-        deliveries = [
-            await alerts_topic.send(key=alert["event"]["id"].encode(), value=orjson.dumps(alert))
-            for alert in step.alerts
-        ] + [
-            await quarantine_topic.send(key=record["event_id"].encode(), value=orjson.dumps(record))
-            for record in step.quarantine
-        ]
-        for delivery in deliveries:
-            await delivery  # on the broker before the state that produced it is saved
-        step.save(store)
+    async def handle(lane: _Lane, ev: Any, event: AnyEvent | None, source: Position) -> None:
+        msg = ev.message
+        lane.store.at(msg.partition)
+        if event is not None and lane.engine.detectors:
+            step: Step = lane.engine.process(event, lane.store, source, msg.partition)
+            deliveries = [
+                await alerts_topic.send(key=alert["event"]["id"].encode(), value=orjson.dumps(alert))
+                for alert in step.alerts
+            ] + [
+                await quarantine_topic.send(key=record["event_id"].encode(), value=orjson.dumps(record))
+                for record in step.quarantine
+            ]
+            for delivery in deliveries:
+                await delivery  # on the broker before the state that produced it is saved
+            step.save(lane.store)
+
+    @app.on_partitions_revoked.connect
+    async def forget_revoked(sender: Any, revoked: set[Any], **kwargs: Any) -> None:
+        for each in lanes:
+            each.forget({tp.partition for tp in revoked if tp.topic in each.store.topics})
 
     @app.agent(app.topic(t.inference, t.feedback, key_type=bytes, value_type=bytes), name="modelsiem.ingest")
     async def ingest(stream: faust.StreamT) -> None:
         async for ev in stream.events():
             msg = ev.message
+            source = Position(msg.topic, msg.partition, msg.offset)
             event = decode(ev.value or b"", kinds[msg.topic])
             if isinstance(event, Rejected):
                 log.warning("dead-lettered %s[%d]@%d: %s", msg.topic, msg.partition, msg.offset, event.reason)
@@ -147,20 +144,34 @@ def create_app(settings: Settings, detectors: list[Detector], partitions: int) -
                     value=ev.value,
                     headers=deadletter_headers(event.reason, msg.topic, msg.partition, msg.offset, "decode"),
                 )
+                await handle(inline, ev, None, source)
                 continue
-            if inline.detectors:
-                await run_engine(inline, event, Position(msg.topic, msg.partition, msg.offset))
-            for key, (topic, engine) in routes.items():
+            for key, (topic, group) in routes.items():
                 value = partition_value(key, event)
-                if value is not None and any(d.key(event) for d in engine.detectors):
-                    await topic.send(key=f"{event.model.name}\x1f{value}".encode(), value=event.model_dump_json().encode())
+                if value is not None and any(d.key(event) for d in group):
+                    # The source position travels along: a re-delivered event forwarded twice is applied once.
+                    await topic.send(key=f"{event.model.name}\x1f{value}".encode(),
+                                     value=event.model_dump_json().encode(),
+                                     headers=[(_SOURCE, f"{source.topic}\x1f{source.partition}\x1f{source.offset}".encode())])
+            await handle(inline, ev, event, source)
 
-    for key, (topic, engine) in routes.items():
-        _route_agent(app, key, topic, engine, run_engine)
+    for key, (topic, _) in routes.items():
+        _route_agent(app, key, topic, route_lanes[key], handle)
     return app
 
 
-def _route_agent(app: faust.App, key: str, topic: Any, engine: Engine, run_engine: Any) -> None:
+class _Lane:
+    """One agent's engine and its checkpointed state."""
+
+    def __init__(self, engine: Engine, store: CheckpointStore) -> None:
+        self.engine, self.store = engine, store
+
+    def forget(self, partitions: set[int]) -> None:
+        self.store.forget(partitions)
+        self.engine.forget(partitions)
+
+
+def _route_agent(app: faust.App, key: str, topic: Any, lane: _Lane, handle: Any) -> None:
     @app.agent(topic, name=f"modelsiem.route-{key}")
     async def route(stream: faust.StreamT) -> None:
         async for ev in stream.events():
@@ -168,5 +179,6 @@ def _route_agent(app: faust.App, key: str, topic: Any, engine: Engine, run_engin
             event = decode(ev.value or b"")
             if isinstance(event, Rejected):  # only the worker writes here: a bug, not bad input
                 log.error("undecodable routed event %s[%d]@%d: %s", msg.topic, msg.partition, msg.offset, event.reason)
-                continue
-            await run_engine(engine, event, Position(msg.topic, msg.partition, msg.offset))
+                event = None
+            topic_name, partition, offset = dict(msg.headers or [])[_SOURCE].decode().split("\x1f")
+            await handle(lane, ev, event, Position(topic_name, int(partition), int(offset)))

@@ -9,7 +9,8 @@ For each (detector, key) the store holds one record::
     {"state": <the detector's own state>,
      "pos": {"topic:partition": last applied offset},
      "seen": latest event time (epoch seconds),
-     "alerts": {subject: {"start": t, "last": t, "rev": n, "mag": m, "sev": s}}}
+     "part": the partition whose changelog holds it,
+     "alerts": {subject: {"start": t, "last": t, "rev": n, "mag": m, "sev": s, "named": u}}}
 
 ``pos`` makes re-delivery harmless: after a crash Kafka hands the worker events
 it already applied (the changelog may be ahead of the committed offsets), and
@@ -18,9 +19,11 @@ time: a key idle for the detector's ``state_ttl`` is deleted, and so is the
 least recently active one when a partition holds more than ``max_keys`` keys of
 one detector, which bounds memory under a flood of never-seen principals.
 ``alerts`` is the alert lifecycle:
-findings on one subject within ``episode_gap`` seconds of event time update one
+findings on one subject within the detector's ``episode_gap`` seconds of event time update one
 alert, which is re-sent only when its severity rises or its evidence has grown
-by ``growth`` times since the last revision, so an attack of a million events
+by ``growth`` times or names ``naming_growth`` more accounts (a growing
+campaign's latest revision then names nearly all of it) since the last
+revision, so an attack of a million events
 yields a handful of documents rather than a million.
 """
 
@@ -125,17 +128,22 @@ class Engine:
         self,
         detectors: Sequence[Detector],
         *,
-        episode_gap: float = 3600.0,
         growth: float = 2.0,
+        naming_growth: float = 0.08,
         max_keys: int = 250_000,
         clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
     ) -> None:
         self.detectors = list(detectors)
-        self.episode_gap = episode_gap
         self.growth = growth
+        self.naming_growth = naming_growth
         self.max_keys = max_keys
         self.clock = clock
         self._recency: dict[tuple[str, int], _Recency] = {}
+
+    def forget(self, partitions: set[int]) -> None:
+        """Partitions moved to another worker: drop their recency index (rebuilt if they come back)."""
+        for slot in [slot for slot in self._recency if slot[1] in partitions]:
+            del self._recency[slot]
 
     def _recency_of(self, store: StateStore, detector_id: str, partition: int) -> _Recency:
         """The recency index of a partition, rebuilt from the store the first time (after a restart)."""
@@ -145,14 +153,23 @@ class Engine:
             restored = [
                 (record.get("seen", 0.0), key)
                 for key, record in store.items(detector_id)
-                if not record["pos"] or any(slot.endswith(f":{partition}") for slot in record["pos"])
+                if record.get("part", 0) == partition
             ]
             for when, key in sorted(restored):
                 recency.touch(key, when)
         return recency
 
-    def process(self, event: AnyEvent, store: StateStore, position: Position | None = None) -> Step:
-        """Apply one event to every detector it concerns; save the returned step once its alerts are sent."""
+    def process(
+        self, event: AnyEvent, store: StateStore, position: Position | None = None, partition: int | None = None
+    ) -> Step:
+        """Apply one event to every detector it concerns; save the returned step once its alerts are sent.
+
+        ``position`` is where the event first entered Kafka (the guard against applying it
+        twice); ``partition`` is the partition whose changelog holds the keys (by default the
+        position's).
+        """
+        if partition is None:
+            partition = position.partition if position else 0
         step = Step()
         for detector in self.detectors:
             key = detector.key(event)
@@ -166,11 +183,12 @@ class Engine:
                 record["pos"][position.slot] = position.offset
             now = event.timestamp.timestamp()
             record["seen"] = max(record.get("seen", now), now)
+            record["part"] = partition
             for finding in detector.update(record["state"], event):
                 self._revise(detector, record["alerts"], finding, event, step)
             # Put back, not only mutated: a faust table writes its changelog on assignment.
             step.records.append((detector_id, key, record))
-            recency = self._recency_of(store, detector_id, position.partition if position else 0)
+            recency = self._recency_of(store, detector_id, partition)
             recency.touch(key, record["seen"])
             step.expired.extend(
                 (detector_id, old) for old in recency.evict(now, detector.state_ttl, self.max_keys) if old != key
@@ -181,11 +199,12 @@ class Engine:
         self, detector: Detector, open_alerts: dict[str, Any], finding: Finding, event: AnyEvent, step: Step
     ) -> None:
         now = event.timestamp.timestamp()
-        for subject in [s for s, a in open_alerts.items() if now - a["last"] > self.episode_gap]:
+        for subject in [s for s, a in open_alerts.items() if now - a["last"] > detector.episode_gap]:
             del open_alerts[subject]
         alert = open_alerts.get(finding.subject)
         if alert is None:
-            alert = open_alerts[finding.subject] = {"start": now, "last": now, "rev": 0, "mag": 0.0, "sev": -1}
+            alert = open_alerts[finding.subject] = {
+                "start": now, "last": now, "rev": 0, "mag": 0.0, "sev": -1, "named": 0}
         alert["last"] = max(alert["last"], now)
         the_id = alert_id(detector.meta, event.model.name, finding.subject, alert["start"])
         step.quarantine.extend(
@@ -194,11 +213,18 @@ class Engine:
             for event_id in finding.quarantine
         )
         rank = SEVERITY_RANK[finding.severity]
-        if alert["rev"] and rank <= alert["sev"] and finding.magnitude < self.growth * alert["mag"]:
+        named = len(finding.users)
+        if (
+            alert["rev"]
+            and rank <= alert["sev"]
+            and finding.magnitude < self.growth * alert["mag"]
+            and named < max(alert.get("named", 0) * (1 + self.naming_growth), alert.get("named", 0) + 1)
+        ):
             return
         alert["rev"] += 1
         alert["sev"] = max(rank, alert["sev"])
         alert["mag"] = finding.magnitude
+        alert["named"] = named
         step.alerts.append(build_alert(
             detector.meta,
             detector.partition_key,

@@ -13,6 +13,6 @@ from __future__ import annotations
 from modelsiem.scenarios.base import SCENARIOS, Scenario, Trace, Truth, Window, scenario, simulate
 
 # Importing a scenario module registers its scenarios.
-from modelsiem.scenarios import extraction, poisoning  # noqa: E402,F401  isort: skip
+from modelsiem.scenarios import benign_patterns, extraction, poisoning  # noqa: E402,F401  isort: skip
 
 __all__ = ["SCENARIOS", "Scenario", "Trace", "Truth", "Window", "scenario", "simulate"]

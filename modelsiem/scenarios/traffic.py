@@ -22,19 +22,30 @@ def text_hash(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:32]
 
 
-def inference(rng: np.random.Generator, when: str, principal: dict[str, Any], text: str) -> Event:
-    confidence = float(np.clip(rng.beta(8, 1.5), 0.5, 1.0))
-    label = "spam" if rng.random() < 0.3 else "ham"
-    return {
+def inference(rng: np.random.Generator, when: str, principal: dict[str, Any], text: str, *,
+              embedding: list[float] | None = None, scores: dict[str, float] | None = None) -> Event:
+    """One inference call; ``scores`` (label -> probability) replace the drawn answer, ``embedding`` is sent as is."""
+    if scores is None:
+        confidence = float(np.clip(rng.beta(8, 1.5), 0.5, 1.0))
+        label = "spam" if rng.random() < 0.3 else "ham"
+        output: dict[str, Any] = {"label": label, "confidence": round(confidence, 4)}
+    else:
+        label = max(scores, key=scores.__getitem__)
+        output = {"label": label, "confidence": round(scores[label], 4),
+                  "scores": {k: round(v, 4) for k, v in scores.items()}}
+    event = {
         "kind": "inference",
         "event_id": event_id(rng),
         "timestamp": when,
         "model": MODEL,
         "principal": principal,
         "input": {"hash": text_hash(text), "tokens": int(rng.integers(20, 400))},
-        "output": {"label": label, "confidence": round(confidence, 4)},
+        "output": output,
         "latency_ms": round(float(rng.gamma(4, 5)), 2),
     }
+    if embedding is not None:
+        event["input"]["embedding"] = embedding
+    return event
 
 
 def feedback(rng: np.random.Generator, when: str, principal: dict[str, Any], fingerprint: str,
@@ -52,13 +63,16 @@ def feedback(rng: np.random.Generator, when: str, principal: dict[str, Any], fin
     }
 
 
-def make_principal(rng: np.random.Generator, name: str, created: datetime, prefix: str | None = None) -> dict[str, Any]:
-    ip = f"{prefix or '.'.join(str(int(x)) for x in rng.integers(1, 223, 3))}.{int(rng.integers(1, 254))}"
+def make_principal(rng: np.random.Generator, name: str, created: datetime, prefix: str | None = None, *,
+                   ip: str | None = None, user_agent: str | None = None) -> dict[str, Any]:
+    """An account; ``ip`` and ``user_agent`` pin what is otherwise drawn (a shared NAT address, a scripted client)."""
+    if ip is None:
+        ip = f"{prefix or '.'.join(str(int(x)) for x in rng.integers(1, 223, 3))}.{int(rng.integers(1, 254))}"
     return {
         "id": name,
         "tenant": "acme-mail",
         "ip": ip,
-        "user_agent": str(rng.choice(_AGENTS)),
+        "user_agent": user_agent if user_agent is not None else str(rng.choice(_AGENTS)),
         "created_at": created.isoformat().replace("+00:00", "Z"),
     }
 

@@ -22,7 +22,7 @@ from confluent_kafka import Consumer, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from connectors.elasticsearch_sink import client
-from modelsiem.settings import Settings
+from modelsiem.settings import Settings, settings_with
 
 HERE = Path(__file__).parent
 
@@ -71,17 +71,7 @@ def isolated(stack: Settings, tmp_path: Path) -> Isolated:
         "MODELSIEM_ELASTICSEARCH__LATEST_INDEX": f"modelsiem-alerts-latest-test{tag}",
         "MODELSIEM_WORKER_DIR": str(tmp_path / "worker"),
     }
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    try:
-        settings = Settings()
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-    return Isolated(settings, {**os.environ, **env}, tmp_path)
+    return Isolated(settings_with(env), {**os.environ, **env}, tmp_path)
 
 
 class Process:
@@ -187,3 +177,13 @@ def es_alerts(settings: Settings, index: str | None = None) -> list[dict[str, An
     es.indices.refresh(index=target)
     hits = es.search(index=target, size=10_000, query={"match_all": {}}, version=True)["hits"]["hits"]
     return [{"_id": h["_id"], "_version": h.get("_version"), **h["_source"]} for h in hits]
+
+
+def stable_members(settings: Settings, group: str) -> int:
+    """How many members a consumer group has once it is stable (0 while it rebalances)."""
+    admin = AdminClient(settings.kafka.client_config())
+    try:
+        description = admin.describe_consumer_groups([group])[group].result(10)
+    except KafkaException:
+        return 0
+    return len(description.members) if description.state.name == "STABLE" else 0

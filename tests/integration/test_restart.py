@@ -32,6 +32,10 @@ def test_worker_killed_and_restarted_keeps_detector_state(isolated, spawn):
     worker.kill()
 
     worker = spawn("worker")
+    # Wait until the restarted worker consumes (one event of another key) before the rest arrive.
+    publish_events(s, [inference("probe", 3610, principal="another-key").model_dump(mode="json")])
+    wait_until(lambda: committed_all(s, s.app_id, event_topics), 120, "the restarted worker to start",
+               worker.assert_running)
     publish_events(s, _events(THRESHOLD - 50, 49))
     wait_until(lambda: committed_all(s, s.app_id, event_topics), 120, "the restarted worker to catch up",
                worker.assert_running)

@@ -1,0 +1,234 @@
+"""``modelsiem bench``: throughput and latency of the stream processor on the local stack.
+
+One run, one data set (a realistic mix of inference and feedback events,
+preloaded into fresh topics), three consumers of it:
+
+1. the limit: a bare confluent-kafka consumer that only reads and decodes the JSON;
+2. a faust agent that does nothing with each event;
+3. the full worker with every default detector, through to the alerts topic.
+
+Throughput of 2 and 3 is read from the consumer group's committed offsets
+(from the first commit to the last, so start-up is not counted). Then the
+worker is fed at half its measured rate with events stamped at send time, and
+the latency of each alert is its arrival on the alerts topic minus the event
+time of the event that raised it.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+from confluent_kafka import Consumer, TopicPartition
+
+from connectors.kafka import ensure_topics, producer
+from modelsiem.scenarios import simulate
+from modelsiem.settings import Settings, settings_with
+
+
+def _bench_settings(settings: Settings, tag: str) -> tuple[Settings, dict[str, str]]:
+    env = {
+        "MODELSIEM_APP_ID": f"bench-{tag}",
+        "MODELSIEM_TOPICS__INFERENCE": f"bench-{tag}.inference",
+        "MODELSIEM_TOPICS__FEEDBACK": f"bench-{tag}.feedback",
+        "MODELSIEM_TOPICS__ALERTS": f"bench-{tag}.alerts",
+        "MODELSIEM_TOPICS__DEADLETTER": f"bench-{tag}.deadletter",
+        "MODELSIEM_TOPICS__QUARANTINE": f"bench-{tag}.quarantine",
+        "MODELSIEM_WORKER_DIR": str(Path(tempfile.mkdtemp(prefix="modelsiem-bench-")) / "worker"),
+        "MODELSIEM_LOG_LEVEL": "WARNING",
+    }
+    return settings_with(env), {**os.environ, **env}
+
+
+def _mixed_events(total: int, seed: int) -> Iterator[dict[str, Any]]:
+    """Copies of one simulated half hour (benign traffic, a flood, a poisoning campaign), shifted in time."""
+    base = simulate(["query_flood", "feedback_poisoning"], minutes=30, seed=seed, principals=200,
+                    start=datetime(2026, 1, 1, tzinfo=timezone.utc)).sorted_events()
+    n = 0
+    copy = 0
+    while True:
+        shift = f"c{copy}-"
+        for event in base:
+            if n >= total:
+                return
+            event = {**event, "event_id": shift + event["event_id"],
+                     "principal": {**event["principal"], "id": shift + event["principal"]["id"]}}
+            yield event
+            n += 1
+        copy += 1
+
+
+def _produce(settings: Settings, events: Iterator[dict[str, Any]]) -> int:
+    topics = {"inference": settings.topics.inference, "feedback": settings.topics.feedback}
+    prod = producer(settings, **{"linger.ms": 50, "batch.num.messages": 10_000})
+    count = 0
+    for event in events:
+        while True:
+            try:
+                prod.produce(topics[event["kind"]], value=orjson.dumps(event), key=event["principal"]["id"].encode())
+                break
+            except BufferError:
+                prod.poll(0.1)
+        count += 1
+        if count % 10_000 == 0:
+            prod.poll(0)
+    if prod.flush(300):
+        raise RuntimeError("preloading the event topics failed")
+    return count
+
+
+def _bare(settings: Settings, total: int) -> float:
+    consumer = Consumer({**settings.kafka.client_config(), "group.id": f"bench-bare-{uuid.uuid4().hex}",
+                         "auto.offset.reset": "earliest", "enable.auto.commit": False})
+    consumer.subscribe([settings.topics.inference, settings.topics.feedback])
+    seen = 0
+    start = None
+    while seen < total:
+        for msg in consumer.consume(10_000, timeout=1.0):
+            if msg.error():
+                continue
+            start = start or time.perf_counter()
+            orjson.loads(msg.value())
+            seen += 1
+    elapsed = time.perf_counter() - (start or time.perf_counter())
+    consumer.close()
+    return total / elapsed
+
+
+def _committed(settings: Settings, group: str) -> int:
+    consumer = Consumer({**settings.kafka.client_config(), "group.id": group, "enable.auto.commit": False})
+    try:
+        tps = [TopicPartition(t, p) for t in (settings.topics.inference, settings.topics.feedback)
+               for p in consumer.list_topics(t, timeout=10).topics[t].partitions]
+        return sum(max(tp.offset, 0) for tp in consumer.committed(tps, timeout=10))
+    except Exception:  # noqa: BLE001 - the coordinator may not be ready yet: nothing committed
+        return 0
+    finally:
+        consumer.close()
+
+
+def _peak_rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def _run_group(command: list[str], env: dict[str, str], settings: Settings, group: str,
+               total: int, timeout: float) -> tuple[float, float]:
+    """Start a consumer process and time it through ``total`` events by its commits; returns (eps, peak RSS MB)."""
+    proc = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + timeout
+        first: tuple[float, int] | None = None
+        done = 0
+        while done < total:
+            if proc.poll() is not None:
+                raise RuntimeError(f"{command} exited: {proc.stderr.read().decode()[-2000:] if proc.stderr else ''}")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{command} processed {done} of {total} events in {timeout:.0f} s")
+            time.sleep(0.5)
+            done = _committed(settings, group)
+            if done and first is None:
+                first = (time.monotonic(), done)
+        assert first is not None
+        elapsed = time.monotonic() - first[0]
+        rss = _peak_rss_mb(proc.pid)
+        return ((total - first[1]) / elapsed if elapsed > 0 else float("nan")), rss
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def _latency(settings: Settings, env: dict[str, str], rate: float, seconds: float) -> tuple[float, float, int]:
+    """Feed the worker at ``rate`` events/s for ``seconds``; return p50 and p99 event-to-alert latency (ms)."""
+    proc = subprocess.Popen([sys.executable, "-m", "modelsiem", "worker"], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    consumer = Consumer({**settings.kafka.client_config(), "group.id": f"bench-lat-{uuid.uuid4().hex}",
+                         "auto.offset.reset": "latest", "enable.auto.commit": False})
+    consumer.subscribe([settings.topics.alerts])
+    prod = producer(settings, **{"linger.ms": 5})
+    rng = np.random.default_rng(0)
+    try:
+        time.sleep(15)  # worker start-up and partition assignment
+        while not consumer.assignment():
+            consumer.poll(0.2)
+        latencies: list[float] = []
+        start = time.monotonic()
+        sent = 0
+        while (elapsed := time.monotonic() - start) < seconds:
+            target = int(elapsed * rate)
+            while sent < target:
+                # Half the keys flood (300 queries within a minute raises an alert), half are quiet.
+                who = f"lat-{int(rng.integers(0, 2000))}" if sent % 2 else f"quiet-{int(rng.integers(0, 10**6))}"
+                now = datetime.now(timezone.utc).isoformat()
+                event = {"event_id": f"l{sent}", "timestamp": now, "model": {"name": "bench"},
+                         "principal": {"id": who}}
+                prod.produce(settings.topics.inference, value=orjson.dumps(event), key=who.encode())
+                sent += 1
+            prod.poll(0)
+            for msg in consumer.consume(1000, timeout=0.01):
+                if not msg.error():
+                    _, arrived_ms = msg.timestamp()
+                    alert = orjson.loads(msg.value())
+                    event_ms = datetime.fromisoformat(alert["@timestamp"].replace("Z", "+00:00")).timestamp() * 1000
+                    latencies.append(arrived_ms - event_ms)
+        drain_until = time.monotonic() + 10
+        while time.monotonic() < drain_until:
+            for msg in consumer.consume(1000, timeout=0.2):
+                if not msg.error():
+                    alert = orjson.loads(msg.value())
+                    event_ms = datetime.fromisoformat(alert["@timestamp"].replace("Z", "+00:00")).timestamp() * 1000
+                    latencies.append(msg.timestamp()[1] - event_ms)
+        if not latencies:
+            raise RuntimeError("no alert arrived during the latency run")
+        return float(np.percentile(latencies, 50)), float(np.percentile(latencies, 99)), len(latencies)
+    finally:
+        consumer.close()
+        prod.flush(10)
+        proc.terminate()
+        proc.wait(30)
+
+
+def bench(settings: Settings, events: int = 1_000_000, seed: int = 1, latency_seconds: float = 30.0) -> dict[str, Any]:
+    tag = uuid.uuid4().hex[:8]
+    bench_settings, env = _bench_settings(settings, tag)
+    ensure_topics(bench_settings)
+    total = _produce(bench_settings, _mixed_events(events, seed))
+    bare = _bare(bench_settings, total)
+    noop, _ = _run_group([sys.executable, "-m", "modelsiem.bench_noop"], env, bench_settings,
+                         f"{bench_settings.app_id}-noop", total, timeout=3600)
+    pipeline, rss = _run_group([sys.executable, "-m", "modelsiem", "worker"], env, bench_settings,
+                               bench_settings.app_id, total, timeout=3600)
+    # The latency run uses its own topics, so that the backlog above does not count.
+    lat_settings, lat_env = _bench_settings(settings, tag + "-lat")
+    ensure_topics(lat_settings)
+    p50, p99, alerts = _latency(lat_settings, lat_env, pipeline / 2, latency_seconds)
+    return {
+        "events": total,
+        "partitions": bench_settings.topics.partitions,
+        "bare_eps": round(bare),
+        "noop_eps": round(noop),
+        "pipeline_eps": round(pipeline),
+        "pipeline_to_bare": round(pipeline / bare, 3),
+        "pipeline_to_noop": round(pipeline / noop, 3),
+        "peak_rss_mb": round(rss, 1),
+        "latency_rate_eps": round(pipeline / 2),
+        "latency_alerts": alerts,
+        "p50_ms": round(p50, 1),
+        "p99_ms": round(p99, 1),
+        "cpu": os.cpu_count(),
+    }

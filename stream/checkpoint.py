@@ -1,0 +1,96 @@
+"""Detector state for the faust worker: kept in memory, checkpointed to the changelog at each commit.
+
+Writing a key's whole record to the changelog on every event makes Kafka carry
+each state as many times as it has events, and serialising large records
+(a cohort's) dominates the worker. So changed records are written once per
+offset commit instead: :class:`CheckpointSensor` hears faust begin a commit,
+and writes every changed record before faust computes the offsets to commit
+(synchronously, so no event slips in between) and flushes its producer.
+Committed offsets therefore never run ahead of the checkpointed state: a
+crash, a restart or a rebalance re-delivers exactly the events whose effect was
+not checkpointed, and the records' positions (see ``stream.engine``) skip
+those that were.
+
+Each store serves one agent; its partitions are that agent's source partitions,
+which are also the changelog partitions of the keys read from them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from faust.sensors import Sensor
+
+from detectors.base import State
+
+_GONE = None  # a deleted key, to be written as a tombstone
+
+
+class CheckpointStore:
+    """The engine's state store over faust tables, one per detector, with write-behind."""
+
+    def __init__(self, tables: dict[str, Any], topics: set[str]) -> None:
+        self.tables = tables
+        self.topics = topics
+        self.dirty: dict[int, dict[tuple[str, str], State | None]] = {}
+        self.partition = 0
+
+    def at(self, partition: int) -> None:
+        """Select the partition of the event about to be processed."""
+        self.partition = partition
+        self.dirty.setdefault(partition, {})
+
+    # -- the engine's StateStore protocol, for the selected partition
+    def get(self, detector_id: str, key: str) -> State | None:
+        dirty = self.dirty[self.partition]
+        if (detector_id, key) in dirty:
+            return dirty[(detector_id, key)]
+        return self.tables[detector_id].data.get(key)
+
+    def put(self, detector_id: str, key: str, record: State) -> None:
+        self.dirty[self.partition][(detector_id, key)] = record
+
+    def delete(self, detector_id: str, key: str) -> None:
+        self.dirty[self.partition][(detector_id, key)] = _GONE
+
+    def items(self, detector_id: str) -> Iterable[tuple[str, State]]:
+        merged = dict(self.tables[detector_id].data.items())
+        for (det, key), record in self.dirty[self.partition].items():
+            if det == detector_id:
+                merged[key] = record
+        return [(k, v) for k, v in merged.items() if v is not None]
+
+    def checkpoint(self, assigned: set[int]) -> None:
+        """Send every changed record of the ``assigned`` partitions to its changelog (buffered)."""
+        for partition in list(self.dirty):
+            changes = self.dirty.pop(partition)
+            if partition not in assigned:
+                continue  # moved to another worker, which re-applies these events itself
+            for (detector_id, key), record in changes.items():
+                table = self.tables[detector_id]
+                if record is _GONE:
+                    table.data.pop(key, None)
+                    table.send_changelog(partition, key, None, value_serializer="raw")
+                else:
+                    table.data[key] = record
+                    table.send_changelog(partition, key, record)
+
+    def forget(self, partitions: Iterable[int]) -> None:
+        """Partitions moved to another worker: drop what was not checkpointed; it will be re-applied there."""
+        for partition in partitions:
+            self.dirty.pop(partition, None)
+
+
+class CheckpointSensor(Sensor):  # type: ignore[misc]
+    """Checkpoints the stores when faust begins an offset commit, before it picks the offsets."""
+
+    def __init__(self, stores: list[CheckpointStore]) -> None:
+        super().__init__()
+        self.stores = stores
+
+    def on_commit_initiated(self, consumer: Any) -> Any:
+        assignment = consumer.assignment()
+        for store in self.stores:
+            store.checkpoint({tp.partition for tp in assignment if tp.topic in store.topics})
+        return None

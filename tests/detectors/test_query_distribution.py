@@ -1,0 +1,68 @@
+"""Low-and-slow extraction: the answers' margins and the spacing of the inputs."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from detectors.query_distribution import QueryDistributionDetector
+from detectors.testing import inference
+
+
+def run(events, **params):
+    det = QueryDistributionDetector(**params)
+    state = det.new_state()
+    return [f for e in events for f in det.update(state, e)]
+
+
+def queries(points: np.ndarray, unsure_share: float, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    out = []
+    for i, x in enumerate(points):
+        p = 0.55 if rng.random() < unsure_share else 0.97
+        out.append(inference(f"q{i}", i * 6.0, input={"embedding": [float(v) for v in x]},
+                             output={"scores": {"spam": p, "ham": 1 - p}}))
+    return out
+
+
+def clustered(n: int, dims: int = 32, seed: int = 0) -> np.ndarray:
+    """Natural-looking inputs: a few topics, each a low-dimensional sheet, dense cores and sparse edges."""
+    rng = np.random.default_rng(seed)
+    centers, bases = rng.normal(size=(4, dims)), rng.normal(scale=0.3, size=(4, dims, 2))
+    which = rng.integers(0, 4, n)
+    return centers[which] + np.einsum("nij,nj->ni", bases[which], rng.standard_t(3, size=(n, 2)))
+
+
+def uniform(n: int, dims: int = 32, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).uniform(-2, 2, size=(n, dims))
+
+
+def test_unsure_answers_alone_raise_a_medium_finding_after_the_minimum_volume() -> None:
+    findings = run(queries(clustered(600), unsure_share=0.6))
+    assert findings[0].evidence["answered_queries"] == 400 and findings[0].severity == "medium"
+
+
+def test_evenly_spaced_inputs_with_unsure_answers_are_high_severity() -> None:
+    findings = run(queries(uniform(600), unsure_share=0.6))
+    first = findings[0]
+    assert first.severity == "high" and first.evidence["nearest_neighbour_variation"] < 0.3
+
+
+def test_evenly_spaced_inputs_with_a_minority_of_unsure_answers_still_alert() -> None:
+    assert run(queries(uniform(600), unsure_share=0.3))
+
+
+def test_natural_inputs_with_the_same_minority_of_unsure_answers_do_not() -> None:
+    assert not run(queries(clustered(2000), unsure_share=0.3))
+
+
+def test_isotropic_natural_inputs_on_a_poorly_calibrated_model_do_not() -> None:
+    # Gaussian blobs are as evenly spaced as random points; a natural share of unsure answers must not add up to a finding.
+    blobs = np.random.default_rng(3).normal(size=(3000, 32)) + np.repeat(np.eye(32)[:3] * 4, 1000, axis=0)
+    assert not run(queries(blobs, unsure_share=0.2))
+
+
+def test_an_account_turning_to_extraction_is_not_diluted_by_its_past() -> None:
+    past = queries(clustered(3000), unsure_share=0.05)
+    later = [e.model_copy(update={"event_id": f"x{i}"}) for i, e in enumerate(
+        queries(clustered(2000, seed=1), unsure_share=0.9, seed=1))]
+    assert run(past + later)

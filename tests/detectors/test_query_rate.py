@@ -1,0 +1,41 @@
+"""The flood detector: short-window detection on a known baseline, grace for established accounts."""
+
+from __future__ import annotations
+
+from detectors.query_rate import QueryRateDetector
+from detectors.testing import inference
+
+AGED = {"created_at": "2024-01-01T00:00:00Z"}
+
+
+def run(events, **params):
+    det = QueryRateDetector(**params)
+    state = det.new_state()
+    return [f for e in events for f in det.update(state, e)]
+
+
+def quiet_history(minutes: int = 30, per_minute: int = 3, **fields):
+    return [inference(f"q{i}", i * 60 / per_minute, **fields) for i in range(minutes * per_minute)]
+
+
+def test_a_flood_on_a_quiet_key_is_seen_within_a_few_dozen_queries() -> None:
+    flood = [inference(f"f{i}", 1800.3 + i / 40, principal_fields=AGED) for i in range(300)]
+    findings = run(quiet_history(principal_fields=AGED) + flood)
+    first = findings[0]
+    assert first.evidence["queries_in_window"] <= 40 and first.severity == "low"
+    assert first.evidence["baseline_buckets"] >= 3 and first.user == "key-1"
+
+
+def test_an_established_account_seen_first_at_its_heavy_rate_is_learned_not_alerted() -> None:
+    assert not run([inference(f"h{i}", i / 8, principal_fields=AGED) for i in range(8 * 600)])
+
+
+def test_a_key_of_unknown_age_gets_no_grace() -> None:
+    findings = run([inference(f"h{i}", i / 8) for i in range(8 * 60)])
+    assert findings and findings[0].evidence["queries_in_bucket"] == 300
+
+
+def test_a_backfill_just_under_the_population_ceiling_does_not_alert() -> None:
+    # 4.5 queries a second for 20 minutes, after a quiet history: Poisson bursts above 5/s are expected.
+    backfill = [inference(f"b{i}", 1800 + i / 4.5 + (i % 7) * 0.05) for i in range(5400)]
+    assert not run(quiet_history() + backfill)
