@@ -172,8 +172,9 @@ def _latency(settings: Settings, env: dict[str, str], rate: float, seconds: floa
         while (elapsed := time.monotonic() - start) < seconds:
             target = int(elapsed * rate)
             while sent < target:
-                # Half the keys flood (300 queries within a minute raises an alert), half are quiet.
-                who = f"lat-{int(rng.integers(0, 2000))}" if sent % 2 else f"quiet-{int(rng.integers(0, 10**6))}"
+                # Half the events are a run of floods, 400 queries per key (300 within a minute raise an
+                # alert); the other half come from quiet keys.
+                who = f"flood-{sent // 800}" if sent % 2 else f"quiet-{int(rng.integers(0, 10**6))}"
                 now = datetime.now(timezone.utc).isoformat()
                 event = {"event_id": f"l{sent}", "timestamp": now, "model": {"name": "bench"},
                          "principal": {"id": who}}

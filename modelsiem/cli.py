@@ -328,6 +328,19 @@ def bench(
             out.print(f"{key:20} {value}", highlight=False)
 
 
+@app.command("bench-detectors")
+def bench_detectors(events: int = 200_000, seed: int = 1, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Benchmark the detectors alone: replay of a mixed trace in one process, no servers."""
+    from modelsiem.bench_detectors import bench_detectors as run
+
+    result = run(events, seed)
+    if as_json:
+        print(json.dumps(result))
+    else:
+        for key, value in result.items():
+            out.print(f"{key:34} {value}", highlight=False)
+
+
 @app.command("bench-sink")
 def bench_sink(docs: int = 50_000, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """Benchmark the Elasticsearch sink against a plain streaming_bulk loop (needs the stack)."""
