@@ -187,3 +187,13 @@ def stable_members(settings: Settings, group: str) -> int:
     except KafkaException:
         return 0
     return len(description.members) if description.state.name == "STABLE" else 0
+
+
+def worker_done(settings: Settings) -> bool:
+    """Whether the worker group has consumed every event, routed ones included."""
+    from detectors.registry import build
+
+    routes = [f"{settings.app_id}-route-{key}" for key in {d.partition_key for d in build()} - {"principal"}]
+    return committed_all(settings, settings.app_id, [settings.topics.inference, settings.topics.feedback]) and (
+        committed_all(settings, settings.app_id, routes)
+    )

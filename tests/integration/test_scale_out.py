@@ -12,7 +12,7 @@ from detectors.registry import build
 from modelsiem.scenarios import simulate
 from stream.engine import Engine
 from stream.replay import replay
-from tests.integration.conftest import committed_all, read_topic, stable_members, wait_until
+from tests.integration.conftest import read_topic, stable_members, wait_until, worker_done
 
 SCENARIOS = ["query_flood", "feedback_poisoning"]
 
@@ -37,15 +37,11 @@ def _expected(events: list[dict]) -> dict[tuple[str, str], set[str]]:
 
 
 def _wait_done(s, workers) -> list[dict]:
-    topics = [s.topics.inference, s.topics.feedback]
-
     def alive():
         for w in workers:
             w.assert_running()
 
-    wait_until(lambda: committed_all(s, s.app_id, topics), 240, "the workers to consume every event", alive)
-    route_topics = [f"{s.app_id}-route-{key}" for key in {d.partition_key for d in build()} - {"principal"}]
-    wait_until(lambda: committed_all(s, s.app_id, route_topics), 120, "the routed events", alive)
+    wait_until(lambda: worker_done(s), 240, "the workers to consume every event", alive)
     return [orjson.loads(m.value()) for m in read_topic(s, s.topics.alerts)]
 
 
