@@ -34,8 +34,8 @@ import orjson
 from connectors.kafka import DEADLETTER_MAX_BYTES, deadletter_headers
 from detectors.base import AnyEvent, Detector, PartitionKey, State, partition_value
 from modelsiem.settings import KafkaSettings, Settings
-from stream.decode import Kind, Rejected, decode
 from stream.checkpoint import CheckpointSensor, CheckpointStore
+from stream.decode import Kind, Rejected, decode
 from stream.engine import Engine, Position, Step
 
 log = logging.getLogger("modelsiem.worker")
@@ -110,21 +110,21 @@ def create_app(settings: Settings, detectors: list[Detector], partitions: int) -
     lanes = [inline, *route_lanes.values()]
     app.sensors.add(CheckpointSensor([each.store for each in lanes]))
 
-    async def handle(lane: _Lane, ev: Any, event: AnyEvent | None, source: Position) -> None:
-        msg = ev.message
-        lane.store.at(msg.partition)
-        if event is not None and lane.engine.detectors:
-            step: Step = lane.engine.process(event, lane.store, source, msg.partition)
-            deliveries = [
-                await alerts_topic.send(key=alert["event"]["id"].encode(), value=orjson.dumps(alert))
-                for alert in step.alerts
-            ] + [
-                await quarantine_topic.send(key=record["event_id"].encode(), value=orjson.dumps(record))
-                for record in step.quarantine
-            ]
-            for delivery in deliveries:
-                await delivery  # on the broker before the state that produced it is saved
-            step.save(lane.store)
+    async def handle(lane: _Lane, partition: int, event: AnyEvent, source: Position) -> None:
+        if not lane.engine.detectors:
+            return
+        lane.store.at(partition)
+        step: Step = lane.engine.process(event, lane.store, source, partition)
+        deliveries = [
+            await alerts_topic.send(key=alert["event"]["id"].encode(), value=orjson.dumps(alert))
+            for alert in step.alerts
+        ] + [
+            await quarantine_topic.send(key=record["event_id"].encode(), value=orjson.dumps(record))
+            for record in step.quarantine
+        ]
+        for delivery in deliveries:
+            await delivery  # on the broker before the state that produced it is saved
+        step.save(lane.store)
 
     @app.on_partitions_revoked.connect
     async def forget_revoked(sender: Any, revoked: set[Any], **kwargs: Any) -> None:
@@ -144,7 +144,6 @@ def create_app(settings: Settings, detectors: list[Detector], partitions: int) -
                     value=ev.value,
                     headers=deadletter_headers(event.reason, msg.topic, msg.partition, msg.offset, "decode"),
                 )
-                await handle(inline, ev, None, source)
                 continue
             for key, (topic, group) in routes.items():
                 value = partition_value(key, event)
@@ -153,7 +152,7 @@ def create_app(settings: Settings, detectors: list[Detector], partitions: int) -
                     await topic.send(key=f"{event.model.name}\x1f{value}".encode(),
                                      value=event.model_dump_json().encode(),
                                      headers=[(_SOURCE, f"{source.topic}\x1f{source.partition}\x1f{source.offset}".encode())])
-            await handle(inline, ev, event, source)
+            await handle(inline, msg.partition, event, source)
 
     for key, (topic, _) in routes.items():
         _route_agent(app, key, topic, route_lanes[key], handle)
@@ -179,6 +178,6 @@ def _route_agent(app: faust.App, key: str, topic: Any, lane: _Lane, handle: Any)
             event = decode(ev.value or b"")
             if isinstance(event, Rejected):  # only the worker writes here: a bug, not bad input
                 log.error("undecodable routed event %s[%d]@%d: %s", msg.topic, msg.partition, msg.offset, event.reason)
-                event = None
+                continue
             topic_name, partition, offset = dict(msg.headers or [])[_SOURCE].decode().split("\x1f")
-            await handle(lane, ev, event, Position(topic_name, int(partition), int(offset)))
+            await handle(lane, msg.partition, event, Position(topic_name, int(partition), int(offset)))
