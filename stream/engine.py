@@ -10,6 +10,7 @@ For each (detector, key) the store holds one record::
      "pos": {"topic:partition": last applied offset},
      "seen": latest event time (epoch seconds),
      "part": the partition whose changelog holds it,
+     "v": the detector version that wrote "state",
      "alerts": {subject: {"start": t, "last": t, "rev": n, "mag": m, "sev": s, "named": u}}}
 
 ``pos`` makes re-delivery harmless: after a crash Kafka hands the worker events
@@ -177,6 +178,9 @@ class Engine:
                 continue
             detector_id = detector.meta.id
             record = store.get(detector_id, key) or {"state": detector.new_state(), "pos": {}, "alerts": {}}
+            if record.get("v") != detector.meta.version:
+                # State restored from an older version of the detector has another shape: start it afresh.
+                record["state"], record["v"] = detector.new_state(), detector.meta.version
             if position is not None:
                 if record["pos"].get(position.slot, -1) >= position.offset:
                     continue

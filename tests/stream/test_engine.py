@@ -95,3 +95,13 @@ def test_recency_is_rebuilt_from_the_store_after_a_restart() -> None:
     ttl = QueryRateDetector.state_ttl
     run(fresh, [inference("b", ttl + 1, principal="new")], store, [Position("t", 3, 1)])
     assert [k for k, _ in store.items("query_rate")] == ["spam-filter\x1fnew"]
+
+
+def test_state_of_an_older_detector_version_starts_afresh() -> None:
+    engine = Engine([QueryRateDetector()])
+    _, store = run(engine, flood(10))
+    record = store.get("query_rate", "spam-filter\x1fkey-1")
+    record["v"], record["state"] = 0, {"shape": "of an old version"}
+    alerts, store = run(engine, flood(300, start=1.0, prefix="g"), store)
+    assert store.get("query_rate", "spam-filter\x1fkey-1")["v"] == QueryRateDetector.meta.version
+    assert alerts  # the flood is still detected, on fresh state
