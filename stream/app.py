@@ -110,11 +110,19 @@ def create_app(settings: Settings, detectors: list[Detector], partitions: int) -
     lanes = [inline, *route_lanes.values()]
     app.sensors.add(CheckpointSensor([each.store for each in lanes]))
 
-    async def handle(lane: _Lane, partition: int, event: AnyEvent, source: Position) -> None:
+    async def handle(lane: _Lane, ev: Any, event: AnyEvent, source: Position) -> None:
         if not lane.engine.detectors:
             return
-        lane.store.at(partition)
-        step: Step = lane.engine.process(event, lane.store, source, partition)
+        msg = ev.message
+        lane.store.at(msg.partition)
+        try:
+            step: Step = lane.engine.process(event, lane.store, source, msg.partition)
+        except Exception as exc:  # a detector's bug must not stop the partition behind this event
+            log.exception("detectors failed on %s[%d]@%d; dead-lettered", msg.topic, msg.partition, msg.offset)
+            reason = f"detector failure: {type(exc).__name__}: {exc}"[:1000]
+            await deadletter_topic.send(key=ev.key, value=ev.value,
+                                        headers=deadletter_headers(reason, msg.topic, msg.partition, msg.offset, "engine"))
+            return
         deliveries = [
             await alerts_topic.send(key=alert["event"]["id"].encode(), value=orjson.dumps(alert))
             for alert in step.alerts
@@ -152,7 +160,7 @@ def create_app(settings: Settings, detectors: list[Detector], partitions: int) -
                     await topic.send(key=f"{event.model.name}\x1f{value}".encode(),
                                      value=event.model_dump_json().encode(),
                                      headers=[(_SOURCE, f"{source.topic}\x1f{source.partition}\x1f{source.offset}".encode())])
-            await handle(inline, msg.partition, event, source)
+            await handle(inline, ev, event, source)
 
     for key, (topic, _) in routes.items():
         _route_agent(app, key, topic, route_lanes[key], handle)
@@ -179,5 +187,10 @@ def _route_agent(app: faust.App, key: str, topic: Any, lane: _Lane, handle: Any)
             if isinstance(event, Rejected):  # only the worker writes here: a bug, not bad input
                 log.error("undecodable routed event %s[%d]@%d: %s", msg.topic, msg.partition, msg.offset, event.reason)
                 continue
-            topic_name, partition, offset = dict(msg.headers or [])[_SOURCE].decode().split("\x1f")
-            await handle(lane, msg.partition, event, Position(topic_name, int(partition), int(offset)))
+            header = dict(msg.headers or []).get(_SOURCE)
+            if header:
+                topic_name, partition, offset = header.decode().split("\x1f")
+                source = Position(topic_name, int(partition), int(offset))
+            else:  # routed by an older worker: its own position is the best guard there is
+                source = Position(msg.topic, msg.partition, msg.offset)
+            await handle(lane, ev, event, source)
