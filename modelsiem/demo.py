@@ -49,6 +49,11 @@ def run_demo(settings: Settings, console: Console, timeout: float) -> None:
     try:
         trace = simulate(["query_flood", "feedback_poisoning"], seed=int(time.time()))
         events = trace.sorted_events()
+        # Each run has its own accounts: a second demo must not read as the first one's accounts
+        # suddenly sending their half hour again.
+        run = format(int(time.time()) % 0xFFFFFF, "06x")
+        for event in events:
+            event["principal"] = {**event["principal"], "id": f"{event['principal']['id']}-{run}"}
         console.print(f"publishing {len(events)} simulated events (a query flood and a feedback-poisoning "
                       "campaign among benign traffic)", highlight=False)
         publish_events(settings, events)
