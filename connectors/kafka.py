@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable
 from typing import Any
 
@@ -58,8 +59,16 @@ def ensure_topics(
         except KafkaException as exc:
             if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
                 raise
-    metadata = client.list_topics(timeout=timeout)
-    return {name: len(metadata.topics[name].partitions) for name in wanted}
+    # A topic just created may take a moment to appear in the broker's metadata.
+    deadline = time.monotonic() + timeout
+    while True:
+        metadata = client.list_topics(timeout=timeout)
+        if all(name in metadata.topics and metadata.topics[name].partitions for name in wanted):
+            return {name: len(metadata.topics[name].partitions) for name in wanted}
+        if time.monotonic() > deadline:
+            missing = [name for name in wanted if name not in metadata.topics]
+            raise RuntimeError(f"topics not visible after {timeout:.0f} s: {missing}")
+        time.sleep(0.2)
 
 
 def producer(settings: Settings, **overrides: Any) -> Producer:
