@@ -311,6 +311,14 @@ def alerts(limit: int = 20) -> None:
         out.print(f"  {doc['message']}", highlight=False, markup=False, soft_wrap=True)
 
 
+def _print_figures(result: dict[str, object], as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(result))
+        return
+    for key, value in result.items():
+        out.print(f"{key:34} {value}", highlight=False)
+
+
 @app.command()
 def bench(
     events: int = 1_000_000,
@@ -321,11 +329,7 @@ def bench(
     from modelsiem.bench_pipeline import bench as run
 
     result = run(_settings(), events=events, latency_seconds=latency_seconds)
-    if as_json:
-        print(json.dumps(result))
-    else:
-        for key, value in result.items():
-            out.print(f"{key:20} {value}", highlight=False)
+    _print_figures(result, as_json)
 
 
 @app.command("bench-detectors")
@@ -334,11 +338,7 @@ def bench_detectors(events: int = 200_000, seed: int = 1, as_json: Annotated[boo
     from modelsiem.bench_detectors import bench_detectors as run
 
     result = run(events, seed)
-    if as_json:
-        print(json.dumps(result))
-    else:
-        for key, value in result.items():
-            out.print(f"{key:34} {value}", highlight=False)
+    _print_figures(result, as_json)
 
 
 @app.command("bench-sink")
@@ -347,11 +347,7 @@ def bench_sink(docs: int = 50_000, as_json: Annotated[bool, typer.Option("--json
     from modelsiem.bench_sink import bench_sink as run
 
     result = run(_settings(), docs)
-    if as_json:
-        print(json.dumps(result))
-    else:
-        for key, value in result.items():
-            out.print(f"{key:34} {value}", highlight=False)
+    _print_figures(result, as_json)
 
 
 @app.command()
