@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Iterable
 from typing import Any
@@ -11,6 +12,8 @@ from confluent_kafka import KafkaError, KafkaException, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from modelsiem.settings import Settings
+
+log = logging.getLogger("modelsiem.kafka")
 
 # Headers of a dead-letter record; its key and value are the original message's, byte for byte.
 DLQ_REASON = "modelsiem.reason"
@@ -109,3 +112,46 @@ def publish_events(settings: Settings, events: Iterable[dict[str, Any]]) -> int:
     if remaining or errors:
         raise RuntimeError(f"{remaining} events undelivered, {len(errors)} delivery errors; first: {errors[:1]}")
     return count
+
+
+class Outbox:
+    """What the worker sends besides its state (alerts, quarantine and dead-letter records), flushed on demand.
+
+    The worker enqueues and moves on; :meth:`flush` is called before detector
+    state is checkpointed, so a record is on the broker before the state that
+    produced it is saved (a crash in between re-applies the event and re-sends
+    the record under the same key, which consumers de-duplicate).
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        self._producer = producer(settings, **{"linger.ms": 5})
+        self._errors: list[str] = []
+
+    def _on_delivery(self, err: KafkaError | None, _msg: object) -> None:
+        if err is not None:
+            self._errors.append(str(err))
+
+    def send(self, topic: str, key: bytes | None, value: bytes | None,
+             headers: list[tuple[str, bytes]] | None = None) -> None:
+        while True:
+            try:
+                self._producer.produce(topic, value=value, key=key, headers=headers, on_delivery=self._on_delivery)
+                break
+            except BufferError:  # local queue full: wait for deliveries to make room
+                self._producer.poll(0.1)
+        self._producer.poll(0)
+
+    def flush(self) -> None:
+        """Block until every record sent so far is on the broker; raise if one failed.
+
+        While Kafka is away this waits (nothing downstream can progress
+        anyway); a record fails only after librdkafka's ``message.timeout.ms``
+        (5 minutes), and then the worker stops rather than save state past it.
+        """
+        while remaining := self._producer.flush(10):
+            if self._errors:
+                break
+            log.warning("waiting for Kafka to take %d alert/quarantine/dead-letter records", remaining)
+        if self._errors:
+            errors, self._errors = self._errors[:3], []
+            raise KafkaException(f"records not delivered ({errors}); stopping before saving state past them")

@@ -4,11 +4,14 @@ One run, one data set (a realistic mix of inference and feedback events,
 preloaded into fresh topics), three consumers of it:
 
 1. the limit: a bare confluent-kafka consumer that only reads and decodes the JSON;
-2. a faust agent that does nothing with each event;
+2. a faust agent that does nothing with each event, and one that does nothing
+   with batches of events (as the worker takes them);
 3. the full worker with every default detector, through to the alerts topic.
 
 Throughput of 2 and 3 is read from the consumer group's committed offsets
-(from the first commit to the last, so start-up is not counted). Then the
+(from the first commit to the last, so start-up is not counted; for the worker
+the last is the commit that drains its route topics too, where events are
+repartitioned for the detectors keyed by something other than the principal). Then the
 worker is fed at half its measured rate with events stamped at send time, and
 the latency of each alert is its arrival on the alerts topic minus the event
 time of the event that raised it.
@@ -22,7 +25,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -32,6 +35,7 @@ import orjson
 from confluent_kafka import Consumer, TopicPartition
 
 from connectors.kafka import ensure_topics, producer
+from detectors.registry import build
 from modelsiem.scenarios import simulate
 from modelsiem.settings import Settings, settings_with
 
@@ -106,13 +110,22 @@ def _bare(settings: Settings, total: int) -> float:
 
 
 def _committed(settings: Settings, group: str) -> int:
+    """Events of the event topics the group has committed."""
+    return _lag(settings, group, [settings.topics.inference, settings.topics.feedback])[0]
+
+
+def _lag(settings: Settings, group: str, topics: list[str]) -> tuple[int, int]:
+    """(messages committed, messages not yet committed) of ``group`` over the existing ``topics``."""
     consumer = Consumer({**settings.kafka.client_config(), "group.id": group, "enable.auto.commit": False})
     try:
-        tps = [TopicPartition(t, p) for t in (settings.topics.inference, settings.topics.feedback)
-               for p in consumer.list_topics(t, timeout=10).topics[t].partitions]
-        return sum(max(tp.offset, 0) for tp in consumer.committed(tps, timeout=10))
+        metadata = consumer.list_topics(timeout=10).topics
+        tps = [TopicPartition(t, p) for t in topics if t in metadata for p in metadata[t].partitions]
+        committed = consumer.committed(tps, timeout=10)
+        done = sum(max(tp.offset, 0) for tp in committed)
+        ends = sum(consumer.get_watermark_offsets(tp, timeout=10)[1] for tp in tps)
+        return done, ends - done
     except Exception:  # noqa: BLE001 - the coordinator may not be ready yet: nothing committed
-        return 0
+        return 0, 1
     finally:
         consumer.close()
 
@@ -125,8 +138,11 @@ def _peak_rss_mb(pid: int) -> float:
 
 
 def _run_group(command: list[str], env: dict[str, str], settings: Settings, group: str,
-               total: int, timeout: float) -> tuple[float, float]:
-    """Start a consumer process and time it through ``total`` events by its commits; returns (eps, peak RSS MB)."""
+               total: int, timeout: float, internal: Sequence[str] = ()) -> tuple[float, float]:
+    """Time a consumer process through ``total`` events by its commits; returns (eps, peak RSS MB).
+
+    ``internal`` topics (the worker's route topics) must be drained as well before it counts as done.
+    """
     proc = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         deadline = time.monotonic() + timeout
@@ -141,6 +157,8 @@ def _run_group(command: list[str], env: dict[str, str], settings: Settings, grou
             done = _committed(settings, group)
             if done and first is None:
                 first = (time.monotonic(), done)
+            if done >= total and internal and _lag(settings, group, list(internal))[1]:
+                done = total - 1  # events still on their way through the route topics
         assert first is not None
         elapsed = time.monotonic() - first[0]
         rss = _peak_rss_mb(proc.pid)
@@ -212,8 +230,11 @@ def bench(settings: Settings, events: int = 1_000_000, seed: int = 1, latency_se
     bare = _bare(bench_settings, total)
     noop, _ = _run_group([sys.executable, "-m", "modelsiem.bench_noop"], env, bench_settings,
                          f"{bench_settings.app_id}-noop", total, timeout=3600)
+    noop_batch, _ = _run_group([sys.executable, "-m", "modelsiem.bench_noop", "batch"], env, bench_settings,
+                               f"{bench_settings.app_id}-noop-batch", total, timeout=3600)
+    routes = [f"{bench_settings.app_id}-route-{key}" for key in {d.partition_key for d in build()} - {"principal"}]
     pipeline, rss = _run_group([sys.executable, "-m", "modelsiem", "worker"], env, bench_settings,
-                               bench_settings.app_id, total, timeout=3600)
+                               bench_settings.app_id, total, timeout=3600, internal=routes)
     # The latency run uses its own topics, so that the backlog above does not count.
     lat_settings, lat_env = _bench_settings(settings, tag + "-lat")
     ensure_topics(lat_settings)
@@ -223,9 +244,11 @@ def bench(settings: Settings, events: int = 1_000_000, seed: int = 1, latency_se
         "partitions": bench_settings.topics.partitions,
         "bare_eps": round(bare),
         "noop_eps": round(noop),
+        "noop_batch_eps": round(noop_batch),
         "pipeline_eps": round(pipeline),
         "pipeline_to_bare": round(pipeline / bare, 3),
         "pipeline_to_noop": round(pipeline / noop, 3),
+        "pipeline_to_noop_batch": round(pipeline / noop_batch, 3),
         "peak_rss_mb": round(rss, 1),
         "latency_rate_eps": round(pipeline / 2),
         "latency_alerts": alerts,

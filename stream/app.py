@@ -6,16 +6,20 @@ Flow (one consumer group, any number of workers):
   id), decodes each message, dead-letters what is invalid, runs the detectors
   partitioned by principal in place, and forwards each event to one route
   topic per other partition key (``<app>-route-fingerprint``...), keyed by that
-  key, so that every event of one item reaches the same worker.
+  key, so that every event of one item reaches the same worker. Events are
+  taken in batches, and the events of one batch for one key travel as one
+  routed message: faust's cost is per message, the detectors' per event.
 - ``route-<key>`` consumes a route topic and runs the detectors of that key.
 - Detector state lives in one faust table per detector, backed by a compacted
   changelog topic: a restarted worker (or the one that takes its partitions
   over) restores it before it processes anything. Changed records are
   checkpointed to the changelog at each offset commit, before the offsets are
   chosen, so committed offsets never run ahead of the saved state; see
-  ``stream.checkpoint``. Alerts (and quarantine records, the
-  feedback event ids of a poisoning campaign) are delivered before the state
-  that produced them is saved; see ``Engine``.
+  ``stream.checkpoint``. Alerts, quarantine records (the feedback event ids of
+  a poisoning campaign) and dead-letter records go through an outbox that is
+  flushed before each checkpoint, so they reach the broker before the state
+  that produced them is saved; see ``connectors.kafka.Outbox``.
+- Messages faust skips during a rebalance are read back; see ``stream.skipped``.
 
 The app is built by :func:`create_app` (no module-level app, no import-time
 side effects), so tests and commands build their own with their settings.
@@ -26,20 +30,25 @@ from __future__ import annotations
 import logging
 import ssl
 from collections import defaultdict
+from collections.abc import AsyncIterator
 from typing import Any
 
 import faust
 import orjson
 
-from connectors.kafka import DEADLETTER_MAX_BYTES, deadletter_headers
-from detectors.base import AnyEvent, Detector, PartitionKey, State, partition_value
+from connectors.kafka import DEADLETTER_MAX_BYTES, Outbox, deadletter_headers
+from detectors.base import AnyEvent, Detector, PartitionKey, partition_value
 from modelsiem.settings import KafkaSettings, Settings
 from stream.checkpoint import CheckpointSensor, CheckpointStore
 from stream.decode import Kind, Rejected, decode
 from stream.engine import Engine, Position, Step
+from stream.skipped import Raw, SkippedOffsets, acknowledge
 
 log = logging.getLogger("modelsiem.worker")
-_SOURCE = "modelsiem.source"  # header of a routed event: where it first entered Kafka
+_SOURCE = "modelsiem.source"  # header of a routed event from older workers: where it first entered Kafka
+# Events are taken from faust in batches of up to BATCH_MAX, or what arrived within BATCH_WITHIN seconds.
+BATCH_MAX = 500
+BATCH_WITHIN = 0.05
 
 
 def _credentials(kafka: KafkaSettings) -> Any:
@@ -86,9 +95,8 @@ def create_app(settings: Settings, detectors: list[Detector], partitions: int) -
     t = settings.topics
     app = new_app(settings, partitions)
     kinds: dict[str, Kind] = {t.inference: "inference", t.feedback: "feedback"}
-    alerts_topic = app.topic(t.alerts, key_type=bytes, value_type=bytes)
-    deadletter_topic = app.topic(t.deadletter, key_type=bytes, value_type=bytes)
-    quarantine_topic = app.topic(t.quarantine, key_type=bytes, value_type=bytes)
+    outbox = Outbox(settings)
+    skipped = SkippedOffsets(settings.kafka)
     by_key: dict[PartitionKey, list[Detector]] = defaultdict(list)
     for d in detectors:
         by_key[d.partition_key].append(d)
@@ -108,62 +116,64 @@ def create_app(settings: Settings, detectors: list[Detector], partitions: int) -
     }
     route_lanes = {key: lane(group, {topic.get_topic_name()}) for key, (topic, group) in routes.items()}
     lanes = [inline, *route_lanes.values()]
-    app.sensors.add(CheckpointSensor([each.store for each in lanes]))
+    app.sensors.add(CheckpointSensor([each.store for each in lanes], deliver=outbox.flush))
 
-    async def handle(lane: _Lane, ev: Any, event: AnyEvent, source: Position) -> None:
+    def deadletter(raw: Raw, reason: str, stage: str) -> None:
+        outbox.send(t.deadletter, raw.key, raw.value,
+                    deadletter_headers(reason, raw.topic, raw.partition, raw.offset, stage))
+
+    def handle(lane: _Lane, raw: Raw, event: AnyEvent, source: Position) -> None:
         if not lane.engine.detectors:
             return
-        msg = ev.message
-        lane.store.at(msg.partition)
+        lane.store.at(raw.partition)
         try:
-            step: Step = lane.engine.process(event, lane.store, source, msg.partition)
+            step: Step = lane.engine.process(event, lane.store, source, raw.partition)
         except Exception as exc:  # a detector's bug must not stop the partition behind this event
-            log.exception("detectors failed on %s[%d]@%d; dead-lettered", msg.topic, msg.partition, msg.offset)
-            reason = f"detector failure: {type(exc).__name__}: {exc}"[:1000]
-            await deadletter_topic.send(key=ev.key, value=ev.value,
-                                        headers=deadletter_headers(reason, msg.topic, msg.partition, msg.offset, "engine"))
+            log.exception("detectors failed on %s[%d]@%d; dead-lettered", raw.topic, raw.partition, raw.offset)
+            deadletter(raw, f"detector failure: {type(exc).__name__}: {exc}"[:1000], "engine")
             return
-        deliveries = [
-            await alerts_topic.send(key=alert["event"]["id"].encode(), value=orjson.dumps(alert))
-            for alert in step.alerts
-        ] + [
-            await quarantine_topic.send(key=record["event_id"].encode(), value=orjson.dumps(record))
-            for record in step.quarantine
-        ]
-        for delivery in deliveries:
-            await delivery  # on the broker before the state that produced it is saved
-        step.save(lane.store)
+        for alert in step.alerts:
+            outbox.send(t.alerts, alert["event"]["id"].encode(), orjson.dumps(alert))
+        for record in step.quarantine:
+            outbox.send(t.quarantine, record["event_id"].encode(), orjson.dumps(record))
+        step.save(lane.store)  # checkpointed only after the outbox is flushed: see CheckpointSensor
+
+    async def batches(stream: faust.StreamT) -> AsyncIterator[list[Raw]]:
+        """The stream in batches (faust's cost is per await, not per event), holes filled; acked after use."""
+        async for events in stream.take_events(BATCH_MAX, within=BATCH_WITHIN):
+            raws = await skipped.complete([Raw.of(ev.message) for ev in events])
+            yield raws
+            acknowledge(app.consumer, raws)
 
     @app.on_partitions_revoked.connect
     async def forget_revoked(sender: Any, revoked: set[Any], **kwargs: Any) -> None:
+        skipped.forget((tp.topic, tp.partition) for tp in revoked)
         for each in lanes:
             each.forget({tp.partition for tp in revoked if tp.topic in each.store.topics})
 
     @app.agent(app.topic(t.inference, t.feedback, key_type=bytes, value_type=bytes), name="modelsiem.ingest")
     async def ingest(stream: faust.StreamT) -> None:
-        async for ev in stream.events():
-            msg = ev.message
-            source = Position(msg.topic, msg.partition, msg.offset)
-            event = decode(ev.value or b"", kinds[msg.topic])
-            if isinstance(event, Rejected):
-                log.warning("dead-lettered %s[%d]@%d: %s", msg.topic, msg.partition, msg.offset, event.reason)
-                await deadletter_topic.send(
-                    key=ev.key,
-                    value=ev.value,
-                    headers=deadletter_headers(event.reason, msg.topic, msg.partition, msg.offset, "decode"),
-                )
-                continue
-            for key, (topic, group) in routes.items():
-                value = partition_value(key, event)
-                if value is not None and any(d.key(event) for d in group):
-                    # The source position travels along: a re-delivered event forwarded twice is applied once.
-                    await topic.send(key=f"{event.model.name}\x1f{value}".encode(),
-                                     value=event.model_dump_json().encode(),
-                                     headers=[(_SOURCE, f"{source.topic}\x1f{source.partition}\x1f{source.offset}".encode())])
-            await handle(inline, ev, event, source)
+        async for raws in batches(stream):
+            # One routed message per route key and batch: a list of [source topic, partition, offset, event].
+            forward: dict[tuple[str, bytes], list[list[Any]]] = defaultdict(list)
+            for raw in raws:
+                event = decode(raw.value or b"", kinds[raw.topic])
+                if isinstance(event, Rejected):
+                    log.warning("dead-lettered %s[%d]@%d: %s", raw.topic, raw.partition, raw.offset, event.reason)
+                    deadletter(raw, event.reason, "decode")
+                    continue
+                for key, (_, group) in routes.items():
+                    value = partition_value(key, event)
+                    if value is not None and any(d.key(event) for d in group):
+                        # The source position travels along: a re-delivered event forwarded twice is applied once.
+                        forward[(key, f"{event.model.name}\x1f{value}".encode())].append(
+                            [raw.topic, raw.partition, raw.offset, (raw.value or b"").decode()])
+                handle(inline, raw, event, Position(raw.topic, raw.partition, raw.offset))
+            for (key, routing_key), items in forward.items():
+                await routes[key][0].send(key=routing_key, value=orjson.dumps(items))
 
     for key, (topic, _) in routes.items():
-        _route_agent(app, key, topic, route_lanes[key], handle)
+        _route_agent(app, topic, key, route_lanes[key], batches, handle)
     return app
 
 
@@ -178,19 +188,28 @@ class _Lane:
         self.engine.forget(partitions)
 
 
-def _route_agent(app: faust.App, key: str, topic: Any, lane: _Lane, handle: Any) -> None:
+def _routed(raw: Raw) -> list[tuple[Position, bytes]]:
+    """The events of a routed message with the positions where they first entered Kafka."""
+    body = orjson.loads(raw.value or b"null")
+    if isinstance(body, list):
+        return [(Position(topic, partition, offset), text.encode()) for topic, partition, offset, text in body]
+    # One event per message, as older workers routed them; the source position (if any) in a header.
+    header = dict(raw.headers).get(_SOURCE)
+    if header:
+        topic, partition, offset = header.decode().split("\x1f")
+        return [(Position(topic, int(partition), int(offset)), raw.value or b"")]
+    return [(Position(raw.topic, raw.partition, raw.offset), raw.value or b"")]
+
+
+def _route_agent(app: faust.App, topic: Any, key: str, lane: _Lane, batches: Any, handle: Any) -> None:
     @app.agent(topic, name=f"modelsiem.route-{key}")
     async def route(stream: faust.StreamT) -> None:
-        async for ev in stream.events():
-            msg = ev.message
-            event = decode(ev.value or b"")
-            if isinstance(event, Rejected):  # only the worker writes here: a bug, not bad input
-                log.error("undecodable routed event %s[%d]@%d: %s", msg.topic, msg.partition, msg.offset, event.reason)
-                continue
-            header = dict(msg.headers or []).get(_SOURCE)
-            if header:
-                topic_name, partition, offset = header.decode().split("\x1f")
-                source = Position(topic_name, int(partition), int(offset))
-            else:  # routed by an older worker: its own position is the best guard there is
-                source = Position(msg.topic, msg.partition, msg.offset)
-            await handle(lane, ev, event, source)
+        async for raws in batches(stream):
+            for raw in raws:
+                for source, value in _routed(raw):
+                    event = decode(value)
+                    if isinstance(event, Rejected):  # only the worker writes here: a bug, not bad input
+                        log.error("undecodable routed event %s[%d]@%d: %s", raw.topic, raw.partition, raw.offset,
+                                  event.reason)
+                        continue
+                    handle(lane, raw, event, source)

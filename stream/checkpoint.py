@@ -17,7 +17,7 @@ which are also the changelog partitions of the keys read from them.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from faust.sensors import Sensor
@@ -83,13 +83,20 @@ class CheckpointStore:
 
 
 class CheckpointSensor(Sensor):  # type: ignore[misc]
-    """Checkpoints the stores when faust begins an offset commit, before it picks the offsets."""
+    """Checkpoints the stores when faust begins an offset commit, before it picks the offsets.
 
-    def __init__(self, stores: list[CheckpointStore]) -> None:
+    ``deliver`` is called first and must block until what the checkpointed
+    state produced (alerts...) is on the broker: a record is never lost
+    behind state that says it was sent.
+    """
+
+    def __init__(self, stores: list[CheckpointStore], deliver: Callable[[], None] = lambda: None) -> None:
         super().__init__()
         self.stores = stores
+        self.deliver = deliver
 
     def on_commit_initiated(self, consumer: Any) -> Any:
+        self.deliver()
         assignment = consumer.assignment()
         for store in self.stores:
             store.checkpoint({tp.partition for tp in assignment if tp.topic in store.topics})

@@ -206,11 +206,21 @@ class Kafka(Server):
     def healthy(self) -> bool:
         if not port_open(self.host, self.port):
             return False
-        from confluent_kafka.admin import AdminClient  # heavy import, only when needed
+        from confluent_kafka import TopicPartition  # heavy import, only when needed
+        from confluent_kafka.admin import AdminClient, OffsetSpec
 
         admin = AdminClient({"bootstrap.servers": self.address, "log_level": 0})
         try:
             metadata = admin.list_topics(timeout=5)
-        except Exception:  # KafkaException while the broker is still electing itself
+            if not metadata.brokers:
+                return False
+            # Leaders in the metadata are not enough: after a restart the broker answers
+            # NOT_LEADER for its partitions until it has loaded their logs.
+            tps = [TopicPartition(t.topic, p) for t in metadata.topics.values() for p in t.partitions]
+            if tps:
+                for future in admin.list_offsets({tp: OffsetSpec.latest() for tp in tps},
+                                                 request_timeout=10).values():
+                    future.result()
+        except Exception:  # KafkaException while the broker is still electing itself or loading logs
             return False
-        return bool(metadata.brokers)
+        return True

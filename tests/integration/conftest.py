@@ -57,7 +57,7 @@ class Isolated:
 
 
 @pytest.fixture
-def isolated(stack: Settings, tmp_path: Path) -> Isolated:
+def isolated(stack: Settings, tmp_path: Path) -> Iterator[Isolated]:
     tag = uuid.uuid4().hex[:10]
     env = {
         "MODELSIEM_APP_ID": f"modelsiem-test-{tag}",
@@ -65,13 +65,24 @@ def isolated(stack: Settings, tmp_path: Path) -> Isolated:
         "MODELSIEM_TOPICS__FEEDBACK": f"test-{tag}.feedback",
         "MODELSIEM_TOPICS__ALERTS": f"test-{tag}.alerts",
         "MODELSIEM_TOPICS__DEADLETTER": f"test-{tag}.deadletter",
+        "MODELSIEM_TOPICS__QUARANTINE": f"test-{tag}.quarantine",
         "MODELSIEM_TOPICS__PARTITIONS": "2",
         "MODELSIEM_SINK__GROUP": f"sink-{tag}",
         "MODELSIEM_ELASTICSEARCH__DATA_STREAM": f"logs-modelsiem.alerts-test{tag}",
         "MODELSIEM_ELASTICSEARCH__LATEST_INDEX": f"modelsiem-alerts-latest-test{tag}",
         "MODELSIEM_WORKER_DIR": str(tmp_path / "worker"),
     }
-    return Isolated(settings_with(env), {**os.environ, **env}, tmp_path)
+    yield Isolated(settings_with(env), {**os.environ, **env}, tmp_path)
+    # Every topic of the test goes (events, alerts, the workers' route and changelog topics):
+    # thousands of leftovers would slow the broker's every restart.
+    admin = AdminClient(stack.kafka.client_config())
+    try:
+        mine = [name for name in admin.list_topics(timeout=10).topics if tag in name]
+        if mine:
+            for future in admin.delete_topics(mine, operation_timeout=30).values():
+                future.result(30)
+    except KafkaException:
+        pass  # a broker being restarted by the test: leftovers are harmless
 
 
 class Process:

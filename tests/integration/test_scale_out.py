@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections import defaultdict
 from datetime import datetime, timedelta, timezone
 
+import time
+
 import orjson
 
 from connectors.kafka import ensure_topics, publish_events
@@ -63,3 +65,24 @@ def test_two_workers_raise_the_alerts_of_one_replay(isolated, spawn):
                lambda: [w.assert_running() for w in workers])
     publish_events(s, events)
     _assert_same_alerts(_wait_done(s, workers), _expected(events))
+
+
+def test_a_worker_joining_and_one_leaving_mid_run_lose_and_duplicate_nothing(isolated, spawn):
+    s = isolated.settings
+    ensure_topics(s)
+    events = _trace()
+    size = len(events) // 8 + 1
+    chunks = [events[i : i + size] for i in range(0, len(events), size)]
+    first = spawn("worker")
+    wait_until(lambda: stable_members(s, s.app_id) == 1, 120, "the first worker to join", first.assert_running)
+    joined = left = None
+    for n, chunk in enumerate(chunks):
+        publish_events(s, chunk)
+        if n == 2:
+            joined = spawn("worker")  # joins while events flow: partitions move to it
+        if n == 5:
+            first.stop()  # leaves while events flow: its partitions move back
+            left = first
+        time.sleep(2)
+    assert joined is not None and left is not None
+    _assert_same_alerts(_wait_done(s, [joined]), _expected(events))
