@@ -341,6 +341,23 @@ def bench_detectors(events: int = 200_000, seed: int = 1, as_json: Annotated[boo
     _print_figures(result, as_json)
 
 
+@app.command("bench-memory")
+def bench_memory(
+    events: int = 1_000_000,
+    max_keys: Annotated[Optional[int], typer.Option(help="Live keys per detector and partition; default the setting.")] = None,
+    partitions: Annotated[Optional[int], typer.Option(help="Partitions the keys spread over; default the setting.")] = None,
+    per_detector_events: int = 100_000,
+    seed: int = 1,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Benchmark the detectors' memory under a flood of never-seen principals: RSS, live keys, bytes per key."""
+    from modelsiem.bench_memory import bench_memory as run
+
+    settings = Settings()
+    result = run(events, max_keys or settings.max_keys, partitions or settings.topics.partitions, per_detector_events, seed)
+    _print_figures(result, as_json)
+
+
 @app.command("bench-sink")
 def bench_sink(docs: int = 50_000, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """Benchmark the Elasticsearch sink against a plain streaming_bulk loop (needs the stack)."""

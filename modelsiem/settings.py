@@ -111,7 +111,7 @@ class Settings(BaseSettings):
     # Per-detector parameters: {"query_rate": {"min_rate": 300}}.
     detector_params: dict[str, dict[str, object]] = {}
     # Live keys kept per detector and partition; beyond it the least recently active state is dropped.
-    max_keys: int = Field(default=250_000, ge=1)
+    max_keys: int = Field(default=50_000, ge=1)
     worker_dir: Path = Path(".modelsiem/worker")
     log_level: str = "INFO"
 
