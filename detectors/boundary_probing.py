@@ -39,7 +39,7 @@ from collections.abc import Iterable
 from pydantic import Field
 
 from detectors.base import AnyEvent, AtlasRef, Detector, DetectorMeta, Example, Finding, State
-from detectors.sketches import add_sample, answer_margin, content_of, opaque_burst, project, relative_distance
+from detectors.sketches import add_sample, any_within, answer_margin, content_of, opaque_burst, project
 from detectors.testing import inference
 from stream.events import InferenceEvent
 
@@ -100,7 +100,7 @@ class BoundaryProbingDetector(Detector):
         assert isinstance(event, InferenceEvent)
         p = self.params
         if not content_of(event):
-            count = opaque_burst(state, event.timestamp.timestamp(), p.opaque_burst)
+            count = opaque_burst(state, event.epoch, p.opaque_burst)
             return (self._finding(event, state, "low", count, opaque=True),) if count else ()
         probe = self._is_probe(state, event)
         full = (1 << p.window) - 1
@@ -126,7 +126,7 @@ class BoundaryProbingDetector(Detector):
         digest = event.input.hash
         near = bool(digest) and digest in state["hashes"]
         if vector is not None:
-            near = near or any(relative_distance(vector, other) < p.near_duplicate for other in state["vectors"])
+            near = near or any_within(vector, state["vectors"], p.near_duplicate)
             _push(state["vectors"], vector, p.recent)
         if digest:
             _push(state["hashes"], digest, p.recent)

@@ -130,7 +130,7 @@ class ExtractionCampaignDetector(Detector):
         unsure = int(margin < self.params.unsure_margin)
         state["pop"][0] += 1
         state["pop"][1] += unsure
-        now = event.timestamp.timestamp()
+        now = event.epoch
         principal = event.principal.id
         campaign_id = None
         for group_id, kind in _groups_of(event):
@@ -209,7 +209,7 @@ class ExtractionCampaignDetector(Detector):
         p = self.params
         campaign = state["campaigns"][campaign_id]
         self._enlist(campaign, event.principal.id)
-        campaign["last"] = event.timestamp.timestamp()
+        campaign["last"] = event.epoch
         campaign["n"] += 1
         campaign["unsure"] += unsure
         add_sample(campaign["ids"], event.event_id, _SAMPLES)
@@ -259,7 +259,7 @@ class ExtractionCampaignDetector(Detector):
     def _opaque(self, state: State, event: InferenceEvent) -> Iterable[Finding]:
         """Queries with nothing to judge: only a flood of them from one account is worth an alert."""
         opaque = state["opaque"]
-        minute = int(event.timestamp.timestamp()) // 60
+        minute = int(event.epoch) // 60
         if opaque["minute"] != minute:
             opaque["minute"], opaque["counts"] = minute, {}
         counts, principal = opaque["counts"], event.principal.id

@@ -234,7 +234,7 @@ class FeedbackSurgeDetector(Detector):
         p = self.params
         if event.confidence is None or event.confidence < p.min_confidence:
             return ()
-        now = event.timestamp.timestamp()
+        now = event.epoch
         window = ReporterWindow(state["window"])
         window.expire(before=now - p.window_seconds)
         if len(window.reports) >= p.max_reports:

@@ -40,6 +40,7 @@ from __future__ import annotations
 import base64
 import math
 from collections.abc import Iterable
+from functools import lru_cache
 
 import numpy as np
 from pydantic import Field
@@ -124,7 +125,7 @@ class QueryDistributionDetector(Detector):
         assert isinstance(event, InferenceEvent)
         p = self.params
         if not content_of(event):
-            count = opaque_burst(state, event.timestamp.timestamp(), p.opaque_burst)
+            count = opaque_burst(state, event.epoch, p.opaque_burst)
             return (self._finding(event, state, "low", count, opaque=count),) if count else ()
         vector = project(event)
         if vector is not None:
@@ -161,9 +162,12 @@ class QueryDistributionDetector(Detector):
         recent = _unpack(state["recent"], fresh.shape[1])  # empty when the embedding size changed
         x = np.concatenate([recent, fresh])
         first = len(recent)
-        distances = np.linalg.norm(x[first:, None, :] - x[None, :, :], axis=2)
+        # Euclidean norms along the last axis: what np.linalg.norm(..., axis=2) computes for real
+        # input, without its generic dispatch and copies.
+        gaps = x[first:, None, :] - x[None, :, :]
+        distances = np.sqrt(np.add.reduce(gaps * gaps, axis=2))
         # Only earlier queries count as neighbours: mask the query itself and those after it.
-        distances[np.triu_indices(len(fresh), k=first, m=len(x))] = np.inf
+        distances[_later(len(fresh), first, len(x))] = np.inf
         # A query with few predecessors has no near neighbour to find yet: skip the first half-buffer.
         nearest = distances.min(axis=1)[max(0, self.params.recent // 2 - first):]
         keep = self._keep
@@ -238,6 +242,15 @@ def _variation(nn: list[float]) -> float | None:
         return None
     mean = total / count
     return math.sqrt(max(squares / count - mean * mean, 0.0)) / mean
+
+
+@lru_cache(maxsize=256)
+def _later(rows: int, first: int, columns: int) -> tuple[np.ndarray, np.ndarray]:
+    """``np.triu_indices(rows, k=first, m=columns)``, cached: a batch's shape recurs, and building it costs more than the mask."""
+    indices = np.triu_indices(rows, k=first, m=columns)
+    for array in indices:
+        array.flags.writeable = False  # shared between calls
+    return indices
 
 
 def _pack(vectors: np.ndarray) -> str:

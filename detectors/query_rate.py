@@ -106,7 +106,7 @@ class QueryRateDetector(Detector):
 
     def update(self, state: State, event: AnyEvent) -> Iterable[Finding]:
         p = self.params
-        now = event.timestamp.timestamp()
+        now = event.epoch
         bucket = int(now) // p.bucket_seconds * p.bucket_seconds
         if state["bucket"] is None:
             state["bucket"] = bucket
@@ -125,6 +125,10 @@ class QueryRateDetector(Detector):
         if event.principal.ip:
             add_sample(state["ips"], event.principal.ip, _SAMPLES)
 
+        # Nothing can surge below both floors (the threshold is at least min_rate, the short
+        # window's bar at least min_burst): the usual case, decided without the statistics.
+        if state["count"] < p.min_rate and state["in_window"] < p.min_burst:
+            return ()
         threshold = self._threshold(state)
         if not self._surging(state, threshold):
             return ()

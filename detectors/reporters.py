@@ -73,7 +73,7 @@ class Profile:
             network=_network(principal.ip) if principal.ip else None,
             batch=None if created is None else str(int(created // batch_seconds)),
             # An account "created" after its own report is as suspect as a new one.
-            fresh=created is not None and event.timestamp.timestamp() - created < fresh_seconds,
+            fresh=created is not None and event.epoch - created < fresh_seconds,
         )
 
 

@@ -20,7 +20,9 @@ collection they grow has a bound.
 from __future__ import annotations
 
 import math
-from functools import lru_cache
+from collections.abc import Callable, Sequence
+from functools import lru_cache, wraps
+from typing import TypeVar
 
 import numpy as np
 
@@ -30,6 +32,7 @@ from stream.events import InferenceEvent
 __all__ = [
     "add_sample",
     "answer_margin",
+    "any_within",
     "binomial_surprise",
     "cached_prefix",
     "content_of",
@@ -54,6 +57,25 @@ def cached_prefix(ip: str) -> str:
     return ip_prefix(ip)
 
 
+_T = TypeVar("_T")
+
+
+def _per_event(compute: Callable[[InferenceEvent], _T]) -> Callable[[InferenceEvent], _T]:
+    """Remember ``compute`` for the latest event: the engine hands one event to every detector in
+    turn, and several of them ask for the same derived value. Events are frozen, and the one
+    remembered is held, so ``is`` cannot match another event."""
+    last: list = [None, None]
+
+    @wraps(compute)
+    def once(event: InferenceEvent) -> _T:
+        if last[0] is not event:
+            last[0], last[1] = event, compute(event)
+        return last[1]
+
+    return once
+
+
+@_per_event
 def answer_margin(event: InferenceEvent) -> float | None:
     """Top score minus the runner-up: how far the answer was from the decision boundary.
 
@@ -88,22 +110,17 @@ def _projection(dims: int) -> np.ndarray:
     return rng.normal(size=(dims, PROJECTED_DIMS)) / math.sqrt(PROJECTED_DIMS)
 
 
-_last: list = [None, None]  # (event, projection): detectors of one event share the work
-
-
+@_per_event
 def project(event: InferenceEvent) -> list[float] | None:
     """The event's embedding in a fixed low-dimensional space, or None without one."""
-    if _last[0] is event:
-        return _last[1]
     embedding = event.input.embedding
     if not embedding:
-        result = None
-    elif len(embedding) <= PROJECTED_DIMS:
-        result = list(embedding)
-    else:
-        result = (np.asarray(embedding, dtype=float) @ _projection(len(embedding))).tolist()
-    _last[0], _last[1] = event, result
-    return result
+        return None
+    if len(embedding) <= PROJECTED_DIMS:
+        return list(embedding)
+    # ndarray.dot rather than @: the same BLAS product, without the ufunc overhead that
+    # dominates on a vector this small.
+    return np.asarray(embedding, dtype=float).dot(_projection(len(embedding))).tolist()
 
 
 def relative_distance(a: list[float], b: list[float]) -> float:
@@ -113,6 +130,30 @@ def relative_distance(a: list[float], b: list[float]) -> float:
     diff = math.dist(a, b)
     norm = max(math.hypot(*a), math.hypot(*b))
     return diff / norm if norm > 0 else (0.0 if diff == 0 else math.inf)
+
+
+def any_within(vector: list[float], others: Sequence[list[float]], limit: float) -> bool:
+    """Whether ``relative_distance(vector, other) < limit`` for any of ``others``; the same answer, cheaper.
+
+    ``|vector|`` is computed once, and ``|other|`` only when needed: since ``|other| <= |vector| + d``
+    (``d = |vector - other|``), the distance is at least ``d / (|vector| + d)``, and when that clears
+    ``limit`` by a margin far wider than rounding, the pair is not near.
+
+    >>> any_within([1.0, 0.0], [[0.0, 1.0], [1.05, 0.0]], 0.1), any_within([1.0, 0.0], [[0.0, 1.0]], 0.1)
+    (True, False)
+    """
+    norm = math.hypot(*vector)
+    for other in others:
+        if len(other) != len(vector):
+            continue
+        diff = math.dist(vector, other)
+        if diff > (norm + diff) * limit * (1 + 1e-9):
+            continue
+        largest = max(norm, math.hypot(*other))
+        distance = diff / largest if largest > 0 else (0.0 if diff == 0 else math.inf)
+        if distance < limit:
+            return True
+    return False
 
 
 def opaque_burst(state: dict, now: float, limit: int, seconds: int = 60) -> int:

@@ -57,7 +57,8 @@ class MemoryStore:
         self.records: dict[str, dict[str, State]] = {}
 
     def get(self, detector_id: str, key: str) -> State | None:
-        return self.records.get(detector_id, {}).get(key)
+        records = self.records.get(detector_id)
+        return None if records is None else records.get(key)
 
     def put(self, detector_id: str, key: str, record: State) -> None:
         self.records.setdefault(detector_id, {})[key] = record
@@ -110,10 +111,16 @@ class _Recency:
         self.seen: OrderedDict[str, float] = OrderedDict()
 
     def touch(self, key: str, when: float) -> None:
-        self.seen[key] = max(when, self.seen.pop(key, when))
+        seen = self.seen
+        old = seen.pop(key, None)  # popped and re-inserted: the key moves to the end
+        seen[key] = when if old is None or when > old else old
 
-    def evict(self, now: float, ttl: float, max_keys: int) -> list[str]:
+    def evict(self, now: float, ttl: float, max_keys: int) -> Sequence[str]:
         """Keys idle for ``ttl``, and the oldest beyond ``max_keys``: they are to be deleted."""
+        # The usual case, checked first since it runs per detector and event: the least
+        # recently active key is neither idle nor beyond the bound, so nothing goes.
+        if not self.seen or (len(self.seen) <= max_keys and next(iter(self.seen.values())) > now - ttl):
+            return ()
         gone = []
         while self.seen:
             key, when = next(iter(self.seen.items()))
@@ -135,6 +142,11 @@ class Engine:
         clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
     ) -> None:
         self.detectors = list(detectors)
+        # Per event kind, the detectors that take it: Detector.key returns None for the other
+        # kinds anyway, so they are skipped without asking.
+        self._by_kind: dict[str, list[Detector]] = {
+            kind: [d for d in self.detectors if kind in d.meta.event_kinds] for kind in ("inference", "feedback")
+        }
         self.growth = growth
         self.naming_growth = naming_growth
         self.max_keys = max_keys
@@ -172,37 +184,42 @@ class Engine:
         if partition is None:
             partition = position.partition if position else 0
         step = Step()
-        for detector in self.detectors:
+        now = event.epoch
+        slot = position.slot if position is not None else None
+        for detector in self._by_kind.get(event.kind, ()):
             key = detector.key(event)
             if key is None:
                 continue
-            detector_id = detector.meta.id
+            meta = detector.meta
+            detector_id = meta.id
             record = store.get(detector_id, key) or {"state": detector.new_state(), "pos": {}, "alerts": {}}
-            if record.get("v") != detector.meta.version:
+            if record.get("v") != meta.version:
                 # State restored from an older version of the detector has another shape: start it afresh.
-                record["state"], record["v"] = detector.new_state(), detector.meta.version
+                record["state"], record["v"] = detector.new_state(), meta.version
             if position is not None:
-                if record["pos"].get(position.slot, -1) >= position.offset:
+                if record["pos"].get(slot, -1) >= position.offset:
                     continue
-                record["pos"][position.slot] = position.offset
-            now = event.timestamp.timestamp()
-            record["seen"] = max(record.get("seen", now), now)
+                record["pos"][slot] = position.offset
+            seen = record.get("seen", now)
+            record["seen"] = seen = now if now > seen else seen
             record["part"] = partition
             for finding in detector.update(record["state"], event):
                 self._revise(detector, record["alerts"], finding, event, step)
             # Put back, not only mutated: a faust table writes its changelog on assignment.
             step.records.append((detector_id, key, record))
-            recency = self._recency_of(store, detector_id, partition)
-            recency.touch(key, record["seen"])
-            step.expired.extend(
-                (detector_id, old) for old in recency.evict(now, detector.state_ttl, self.max_keys) if old != key
-            )
+            recency = self._recency.get((detector_id, partition))
+            if recency is None:
+                recency = self._recency_of(store, detector_id, partition)
+            recency.touch(key, seen)
+            gone = recency.evict(now, detector.state_ttl, self.max_keys)
+            if gone:
+                step.expired.extend((detector_id, old) for old in gone if old != key)
         return step
 
     def _revise(
         self, detector: Detector, open_alerts: dict[str, Any], finding: Finding, event: AnyEvent, step: Step
     ) -> None:
-        now = event.timestamp.timestamp()
+        now = event.epoch
         for subject in [s for s, a in open_alerts.items() if now - a["last"] > detector.episode_gap]:
             del open_alerts[subject]
         alert = open_alerts.get(finding.subject)

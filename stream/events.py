@@ -20,7 +20,9 @@ a long user agent cannot hide an event from the detectors.
 from __future__ import annotations
 
 import ipaddress
-from typing import Annotated, Literal
+from collections.abc import Mapping
+from functools import cached_property, lru_cache
+from typing import Annotated, Any, Literal, Self
 
 from pydantic import (
     AwareDatetime,
@@ -53,13 +55,25 @@ def _truncate(limit: int):
 FreeText = Annotated[str, _truncate(512)]
 
 
-def _ip(value: object) -> object:
+def _canonical_ip(text: str) -> str:
     # Canonical form, so that 2001:db8::1 and 2001:DB8:0::1 are one address.
+    try:
+        return str(ipaddress.ip_address(text))
+    except ValueError:
+        raise ValueError("not an IPv4 or IPv6 address") from None
+
+
+# The stdlib parser costs several microseconds and a stream repeats its callers' addresses.
+# Only short strings are cached (an IPv6 scope id can make a valid address any length), and
+# failures are not (lru_cache does not keep exceptions), so an attacker cannot grow the cache.
+_cached_canonical_ip = lru_cache(maxsize=65536)(_canonical_ip)
+_MAX_CACHED_IP = 64
+
+
+def _ip(value: object) -> object:
     if isinstance(value, str):
-        try:
-            return str(ipaddress.ip_address(value.strip()))
-        except ValueError:
-            raise ValueError("not an IPv4 or IPv6 address") from None
+        text = value.strip()
+        return _cached_canonical_ip(text) if len(text) <= _MAX_CACHED_IP else _canonical_ip(text)
     return value
 
 
@@ -117,6 +131,21 @@ class _Event(_Part):
     timestamp: AwareDatetime = Field(description="RFC 3339 with zone.")
     model: Model
     principal: Principal
+
+    @cached_property
+    def epoch(self) -> float:
+        """``timestamp`` in seconds since the epoch, computed once: the engine and every detector need it.
+
+        >>> InferenceEvent.model_validate({"event_id": "e", "timestamp": "2026-01-01T01:00:00+01:00",
+        ...     "model": {"name": "m"}, "principal": {"id": "p"}}).epoch
+        1767225600.0
+        """
+        return self.timestamp.timestamp()
+
+    def model_copy(self, *, update: Mapping[str, Any] | None = None, deep: bool = False) -> Self:
+        copy = super().model_copy(update=update, deep=deep)
+        copy.__dict__.pop("epoch", None)  # the copy's timestamp may differ: recompute on demand
+        return copy
 
 
 class InferenceEvent(_Event):
