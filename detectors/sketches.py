@@ -51,10 +51,16 @@ def add_sample(values: list, value: object, limit: int) -> None:
         values.append(value)
 
 
-@lru_cache(maxsize=65536)
+_cached_prefix = lru_cache(maxsize=65536)(ip_prefix)
+
+
 def cached_prefix(ip: str) -> str:
-    """:func:`detectors.base.ip_prefix`, cached: the stdlib parser costs ~10 µs and addresses repeat."""
-    return ip_prefix(ip)
+    """:func:`detectors.base.ip_prefix`, cached: the stdlib parser costs ~10 µs and addresses repeat.
+
+    Only short strings are cached: a scoped IPv6 address can be as long as the
+    message, and 65,536 of those must not stay in memory.
+    """
+    return _cached_prefix(ip) if len(ip) <= 64 else ip_prefix(ip)
 
 
 _T = TypeVar("_T")

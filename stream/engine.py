@@ -138,7 +138,7 @@ class Engine:
         *,
         growth: float = 2.0,
         naming_growth: float = 0.08,
-        max_keys: int = 250_000,
+        max_keys: int = 50_000,
         clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
     ) -> None:
         self.detectors = list(detectors)
