@@ -49,6 +49,8 @@ _SOURCE = "modelsiem.source"  # header of a routed event from older workers: whe
 # Events are taken from faust in batches of up to BATCH_MAX, or what arrived within BATCH_WITHIN seconds.
 BATCH_MAX = 500
 BATCH_WITHIN = 0.05
+# A routed message holds events up to this many bytes (one larger event travels alone; events are at most 1 MiB).
+ROUTED_MAX_BYTES = 1024 * 1024
 
 
 def _credentials(kafka: KafkaSettings) -> Any:
@@ -111,7 +113,7 @@ def create_app(settings: Settings, detectors: list[Detector], partitions: int) -
     inline = lane(by_key.pop("principal", []), {t.inference, t.feedback})
     routes = {
         key: (app.topic(f"{settings.app_id}-route-{key}", key_type=bytes, value_type=bytes, internal=True,
-                        partitions=partitions), group)
+                        partitions=partitions, config={"max.message.bytes": str(DEADLETTER_MAX_BYTES)}), group)
         for key, group in by_key.items()
     }
     route_lanes = {key: lane(group, {topic.get_topic_name()}) for key, (topic, group) in routes.items()}
@@ -154,7 +156,8 @@ def create_app(settings: Settings, detectors: list[Detector], partitions: int) -
     @app.agent(app.topic(t.inference, t.feedback, key_type=bytes, value_type=bytes), name="modelsiem.ingest")
     async def ingest(stream: faust.StreamT) -> None:
         async for raws in batches(stream):
-            # One routed message per route key and batch: a list of [source topic, partition, offset, event].
+            # One routed message per route key and batch: a list of [source topic, partition, offset, kind, event]
+            # (the kind travels along: on the event topics the topic tells it, and the event may not).
             forward: dict[tuple[str, bytes], list[list[Any]]] = defaultdict(list)
             for raw in raws:
                 event = decode(raw.value or b"", kinds[raw.topic])
@@ -167,10 +170,11 @@ def create_app(settings: Settings, detectors: list[Detector], partitions: int) -
                     if value is not None and any(d.key(event) for d in group):
                         # The source position travels along: a re-delivered event forwarded twice is applied once.
                         forward[(key, f"{event.model.name}\x1f{value}".encode())].append(
-                            [raw.topic, raw.partition, raw.offset, (raw.value or b"").decode()])
+                            [raw.topic, raw.partition, raw.offset, event.kind, (raw.value or b"").decode()])
                 handle(inline, raw, event, Position(raw.topic, raw.partition, raw.offset))
             for (key, routing_key), items in forward.items():
-                await routes[key][0].send(key=routing_key, value=orjson.dumps(items))
+                for chunk in _chunks(items, ROUTED_MAX_BYTES):
+                    await routes[key][0].send(key=routing_key, value=orjson.dumps(chunk))
 
     for key, (topic, _) in routes.items():
         _route_agent(app, topic, key, route_lanes[key], batches, handle)
@@ -188,17 +192,31 @@ class _Lane:
         self.engine.forget(partitions)
 
 
-def _routed(raw: Raw) -> list[tuple[Position, bytes]]:
-    """The events of a routed message with the positions where they first entered Kafka."""
+def _chunks(items: list[list[Any]], max_bytes: int) -> list[list[list[Any]]]:
+    """``items`` (each ending with an event's JSON text) in runs of at most ``max_bytes`` of events."""
+    chunks: list[list[list[Any]]] = [[]]
+    size = 0
+    for item in items:
+        if chunks[-1] and size + len(item[-1]) > max_bytes:
+            chunks.append([])
+            size = 0
+        chunks[-1].append(item)
+        size += len(item[-1])
+    return chunks
+
+
+def _routed(raw: Raw) -> list[tuple[Position, Kind | None, bytes]]:
+    """The events of a routed message, each with the position where it first entered Kafka and its kind."""
     body = orjson.loads(raw.value or b"null")
     if isinstance(body, list):
-        return [(Position(topic, partition, offset), text.encode()) for topic, partition, offset, text in body]
-    # One event per message, as older workers routed them; the source position (if any) in a header.
+        return [(Position(topic, partition, offset), kind, text.encode())
+                for topic, partition, offset, kind, text in body]
+    # One event per message, as older workers routed them (kind included); the source position in a header.
     header = dict(raw.headers).get(_SOURCE)
     if header:
         topic, partition, offset = header.decode().split("\x1f")
-        return [(Position(topic, int(partition), int(offset)), raw.value or b"")]
-    return [(Position(raw.topic, raw.partition, raw.offset), raw.value or b"")]
+        return [(Position(topic, int(partition), int(offset)), None, raw.value or b"")]
+    return [(Position(raw.topic, raw.partition, raw.offset), None, raw.value or b"")]
 
 
 def _route_agent(app: faust.App, topic: Any, key: str, lane: _Lane, batches: Any, handle: Any) -> None:
@@ -206,8 +224,8 @@ def _route_agent(app: faust.App, topic: Any, key: str, lane: _Lane, batches: Any
     async def route(stream: faust.StreamT) -> None:
         async for raws in batches(stream):
             for raw in raws:
-                for source, value in _routed(raw):
-                    event = decode(value)
+                for source, kind, value in _routed(raw):
+                    event = decode(value, kind)
                     if isinstance(event, Rejected):  # only the worker writes here: a bug, not bad input
                         log.error("undecodable routed event %s[%d]@%d: %s", raw.topic, raw.partition, raw.offset,
                                   event.reason)
