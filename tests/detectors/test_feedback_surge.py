@@ -147,3 +147,19 @@ def test_campaign_rates_must_exceed_base_rates() -> None:
         FeedbackSurgeDetector(account_base_rate=0.5, account_campaign_rate=0.4)
     with pytest.raises(ValidationError):
         FeedbackSurgeDetector(network_base_rate=0.8, network_campaign_rate=0.8)
+
+
+def test_thresholds_are_exact_for_the_false_alarm_budget_and_never_above_walds() -> None:
+    import math
+
+    from detectors.feedback_surge import _crossing
+
+    detector = FeedbackSurgeDetector()
+    p = detector.params
+    budget = p.max_false_alarm / 2
+    rates = ((p.account_base_rate, p.account_campaign_rate), (p.network_base_rate, p.network_campaign_rate))
+    for threshold, (p0, p1) in zip(detector._thresholds, rates, strict=True):
+        assert threshold <= math.log(1 / budget)
+        assert _crossing(p0, p1, threshold, p.max_reports, p.min_reports) <= budget
+        # The lowest such: a little lower spends more than the budget.
+        assert _crossing(p0, p1, threshold - 0.05, p.max_reports, p.min_reports) > budget
