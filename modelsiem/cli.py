@@ -287,7 +287,10 @@ def evaluate(
 
 
 @app.command()
-def alerts(limit: int = 20) -> None:
+def alerts(
+    limit: int = 20,
+    since: Annotated[Optional[str], typer.Option(help="Only alerts raised or revised since this time (ISO 8601).")] = None,
+) -> None:
     """Show the newest alerts in Elasticsearch, each at its latest revision."""
     from connectors.elasticsearch_sink import client
 
@@ -297,9 +300,13 @@ def alerts(limit: int = 20) -> None:
     if not es.indices.exists(index=index):
         raise _fail(f"no alerts yet: {index} does not exist")
     es.indices.refresh(index=index)
+    filters: list[dict[str, object]] = [{"term": {"event.kind": "alert"}}]
+    if since:
+        filters.append({"range": {"event.created": {"gte": since}}})
     hits = es.search(index=index, size=limit, sort=[{"@timestamp": "desc"}],
-                     query={"term": {"event.kind": "alert"}})["hits"]
-    out.print(f"{hits['total']['value']} alerts in {index}", highlight=False)
+                     query={"bool": {"filter": filters}})["hits"]
+    out.print(f"{hits['total']['value']} alerts in {index}" + (f" raised or revised since {since}" if since else ""),
+              highlight=False)
     for hit in hits["hits"]:
         doc = hit["_source"]
         m = doc["modelsiem"]
@@ -374,10 +381,10 @@ def demo(timeout: float = 180.0) -> None:
 
     settings = _settings()
     try:
-        run_demo(settings, err, timeout)
+        started = run_demo(settings, err, timeout)
     except RuntimeError as exc:
         raise _fail(str(exc)) from None
-    alerts(limit=20)
+    alerts(limit=20, since=started)
 
 
 def main() -> None:

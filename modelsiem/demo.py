@@ -35,7 +35,8 @@ def _rules_seen(settings: Settings, since: str) -> set[str]:
     return {b["key"] for b in response["aggregations"]["rules"]["buckets"]}
 
 
-def run_demo(settings: Settings, console: Console, timeout: float) -> None:
+def run_demo(settings: Settings, console: Console, timeout: float) -> str:
+    """Run the demo; return when it started (ISO 8601), so that its alerts can be told from earlier ones."""
     from connectors.kafka import ensure_topics, publish_events
     from modelsiem import stack
     from modelsiem.scenarios import simulate
@@ -76,3 +77,4 @@ def run_demo(settings: Settings, console: Console, timeout: float) -> None:
                 proc.kill()
     console.print(f"both attacks alerted; worker and sink logs in {log_dir}; "
                   "the stack keeps running (`modelsiem stack down` stops it)", highlight=False)
+    return started
