@@ -84,7 +84,8 @@ class SkippedOffsets:
 
     def _read(self, topic: str, partition: int, start: int, end: int) -> list[Raw]:
         consumer = Consumer({**self.kafka.client_config(), "group.id": f"modelsiem-readback-{uuid.uuid4().hex}",
-                             "enable.auto.commit": False, "enable.partition.eof": False})
+                             "enable.auto.commit": False, "enable.partition.eof": False,
+                             "auto.offset.reset": "earliest"})  # below the log start (retention): from its start
         try:
             consumer.assign([TopicPartition(topic, partition, start)])
             found: list[Raw] = []
