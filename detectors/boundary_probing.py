@@ -38,8 +38,27 @@ from collections.abc import Iterable
 
 from pydantic import Field
 
-from detectors.base import AnyEvent, AtlasRef, Detector, DetectorMeta, Example, Finding, State
-from detectors.sketches import add_sample, any_within, answer_margin, content_of, opaque_burst, project
+from detectors.atlas import (
+    ATTACK_STAGING,
+    BLACK_BOX_OPTIMIZATION,
+    CRAFT_ADVERSARIAL_DATA,
+)
+from detectors.base import (
+    AnyEvent,
+    Detector,
+    DetectorMeta,
+    Example,
+    Finding,
+    State,
+)
+from detectors.sketches import (
+    add_sample,
+    answer_margin,
+    any_within,
+    content_of,
+    opaque_burst,
+    project,
+)
 from detectors.testing import inference
 from stream.events import InferenceEvent
 
@@ -58,9 +77,9 @@ class BoundaryProbingDetector(Detector):
             "decision boundary: the query pattern of decision-based black-box evasion attacks "
             "(boundary attack, HopSkipJump) searching for an adversarial example."
         ),
-        tactic=AtlasRef(id="AML.TA0001", name="AI Attack Staging"),
-        technique=AtlasRef(id="AML.T0043", name="Craft Adversarial Data"),
-        subtechnique=AtlasRef(id="AML.T0043.001", name="Black-Box Optimization"),
+        tactic=ATTACK_STAGING,
+        technique=CRAFT_ADVERSARIAL_DATA,
+        subtechnique=BLACK_BOX_OPTIMIZATION,
         severity="medium",
         risk_score=47,
         event_kinds=frozenset({"inference"}),

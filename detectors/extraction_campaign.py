@@ -52,8 +52,22 @@ from typing import Any
 
 from pydantic import Field
 
-from detectors.base import AnyEvent, AtlasRef, Detector, DetectorMeta, Example, Finding, State
-from detectors.sketches import add_sample, answer_margin, binomial_surprise, cached_prefix, content_of
+from detectors.atlas import EXFILTRATION, EXFILTRATION_VIA_API, EXTRACT_MODEL
+from detectors.base import (
+    AnyEvent,
+    Detector,
+    DetectorMeta,
+    Example,
+    Finding,
+    State,
+)
+from detectors.sketches import (
+    add_sample,
+    answer_margin,
+    binomial_surprise,
+    cached_prefix,
+    content_of,
+)
 from detectors.testing import inference
 from stream.alerts import clean, quote
 from stream.events import InferenceEvent
@@ -75,9 +89,9 @@ class ExtractionCampaignDetector(Detector):
             "far more often than the rest of the model's users: synthetic extraction queries "
             "spread over many accounts to stay under per-account limits."
         ),
-        tactic=AtlasRef(id="AML.TA0010", name="Exfiltration"),
-        technique=AtlasRef(id="AML.T0024", name="Exfiltration via AI Inference API"),
-        subtechnique=AtlasRef(id="AML.T0024.002", name="Extract AI Model"),
+        tactic=EXFILTRATION,
+        technique=EXFILTRATION_VIA_API,
+        subtechnique=EXTRACT_MODEL,
         severity="medium",
         risk_score=47,
         event_kinds=frozenset({"inference"}),

@@ -50,7 +50,15 @@ from typing import Any
 
 from pydantic import Field
 
-from detectors.base import AnyEvent, AtlasRef, Detector, DetectorMeta, Example, Finding, State
+from detectors.atlas import ERODE_MODEL_INTEGRITY, IMPACT
+from detectors.base import (
+    AnyEvent,
+    Detector,
+    DetectorMeta,
+    Example,
+    Finding,
+    State,
+)
 from detectors.testing import feedback
 from stream.events import FeedbackEvent
 
@@ -72,8 +80,8 @@ class FeedbackDriftDetector(Detector):
             "being pushed against its verdicts, by a campaign spread over many items or by a "
             "sudden loss of quality."
         ),
-        tactic=AtlasRef(id="AML.TA0011", name="Impact"),
-        technique=AtlasRef(id="AML.T0031", name="Erode AI Model Integrity"),
+        tactic=IMPACT,
+        technique=ERODE_MODEL_INTEGRITY,
         severity="low",
         risk_score=21,
         event_kinds=frozenset({"feedback"}),

@@ -75,10 +75,10 @@ from typing import Any
 import numpy as np
 from pydantic import Field, model_validator
 
+from detectors.atlas import POISON_TRAINING_DATA, RESOURCE_DEVELOPMENT
 from detectors.base import (
     SEVERITY_RANK,
     AnyEvent,
-    AtlasRef,
     Detector,
     DetectorMeta,
     Example,
@@ -173,8 +173,8 @@ class FeedbackSurgeDetector(Detector):
             "in a batch, or sharing a network) for genuine users: the pattern of a campaign that "
             "mass-reports spam as not spam to retrain a filter."
         ),
-        tactic=AtlasRef(id="AML.TA0003", name="Resource Development"),
-        technique=AtlasRef(id="AML.T0020", name="Poison Training Data"),
+        tactic=RESOURCE_DEVELOPMENT,
+        technique=POISON_TRAINING_DATA,
         severity="medium",
         risk_score=47,
         event_kinds=frozenset({"feedback"}),

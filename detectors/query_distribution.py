@@ -45,8 +45,23 @@ from functools import lru_cache
 import numpy as np
 from pydantic import Field
 
-from detectors.base import AnyEvent, AtlasRef, Detector, DetectorMeta, Example, Finding, State
-from detectors.sketches import add_sample, answer_margin, binomial_surprise, content_of, opaque_burst, project
+from detectors.atlas import EXFILTRATION, EXFILTRATION_VIA_API, EXTRACT_MODEL
+from detectors.base import (
+    AnyEvent,
+    Detector,
+    DetectorMeta,
+    Example,
+    Finding,
+    State,
+)
+from detectors.sketches import (
+    add_sample,
+    answer_margin,
+    binomial_surprise,
+    content_of,
+    opaque_burst,
+    project,
+)
 from detectors.testing import inference
 from stream.events import InferenceEvent
 
@@ -67,9 +82,9 @@ class QueryDistributionDetector(Detector):
             "in the feature space as generated points are: the input distribution of a "
             "model-extraction attack using synthetic or augmented queries."
         ),
-        tactic=AtlasRef(id="AML.TA0010", name="Exfiltration"),
-        technique=AtlasRef(id="AML.T0024", name="Exfiltration via AI Inference API"),
-        subtechnique=AtlasRef(id="AML.T0024.002", name="Extract AI Model"),
+        tactic=EXFILTRATION,
+        technique=EXFILTRATION_VIA_API,
+        subtechnique=EXTRACT_MODEL,
         severity="medium",
         risk_score=47,
         event_kinds=frozenset({"inference"}),

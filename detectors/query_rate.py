@@ -44,7 +44,15 @@ from collections.abc import Iterable
 
 from pydantic import Field
 
-from detectors.base import AnyEvent, AtlasRef, Detector, DetectorMeta, Example, Finding, State
+from detectors.atlas import EXFILTRATION, EXFILTRATION_VIA_API, EXTRACT_MODEL
+from detectors.base import (
+    AnyEvent,
+    Detector,
+    DetectorMeta,
+    Example,
+    Finding,
+    State,
+)
 from detectors.sketches import add_sample
 from detectors.testing import inference
 
@@ -63,9 +71,9 @@ class QueryRateDetector(Detector):
             "history predicts. Model extraction needs thousands of queries; a flood from one "
             "key is its cheapest form."
         ),
-        tactic=AtlasRef(id="AML.TA0010", name="Exfiltration"),
-        technique=AtlasRef(id="AML.T0024", name="Exfiltration via AI Inference API"),
-        subtechnique=AtlasRef(id="AML.T0024.002", name="Extract AI Model"),
+        tactic=EXFILTRATION,
+        technique=EXFILTRATION_VIA_API,
+        subtechnique=EXTRACT_MODEL,
         severity="low",
         risk_score=21,
         event_kinds=frozenset({"inference"}),
