@@ -115,12 +115,12 @@ def publish_events(settings: Settings, events: Iterable[dict[str, Any]]) -> int:
 
 
 class Outbox:
-    """What the worker sends besides its state (alerts, quarantine and dead-letter records), flushed on demand.
+    """What the worker sends (alerts, quarantine and dead-letter records, state checkpoints), flushed on demand.
 
     The worker enqueues and moves on; :meth:`flush` is called before detector
     state is checkpointed, so a record is on the broker before the state that
     produced it is saved (a crash in between re-applies the event and re-sends
-    the record under the same key, which consumers de-duplicate).
+    the record under the same key, which consumers de-duplicate), and after.
     """
 
     def __init__(self, settings: Settings) -> None:
@@ -132,10 +132,12 @@ class Outbox:
             self._errors.append(str(err))
 
     def send(self, topic: str, key: bytes | None, value: bytes | None,
-             headers: list[tuple[str, bytes]] | None = None) -> None:
+             headers: list[tuple[str, bytes]] | None = None, partition: int = -1) -> None:
+        """Enqueue a record; ``partition`` -1 lets the key choose it."""
         while True:
             try:
-                self._producer.produce(topic, value=value, key=key, headers=headers, on_delivery=self._on_delivery)
+                self._producer.produce(topic, value=value, key=key, headers=headers, partition=partition,
+                                       on_delivery=self._on_delivery)
                 break
             except BufferError:  # local queue full: wait for deliveries to make room
                 self._producer.poll(0.1)
@@ -151,7 +153,7 @@ class Outbox:
         while remaining := self._producer.flush(10):
             if self._errors:
                 break
-            log.warning("waiting for Kafka to take %d alert/quarantine/dead-letter records", remaining)
+            log.warning("waiting for Kafka to take %d records (alerts, quarantine, dead letters, state)", remaining)
         if self._errors:
             errors, self._errors = self._errors[:3], []
             raise KafkaException(f"records not delivered ({errors}); stopping before saving state past them")

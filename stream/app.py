@@ -16,9 +16,10 @@ Flow (one consumer group, any number of workers):
   checkpointed to the changelog at each offset commit, before the offsets are
   chosen, so committed offsets never run ahead of the saved state; see
   ``stream.checkpoint``. Alerts, quarantine records (the feedback event ids of
-  a poisoning campaign) and dead-letter records go through an outbox that is
-  flushed before each checkpoint, so they reach the broker before the state
-  that produced them is saved; see ``connectors.kafka.Outbox``.
+  a poisoning campaign), dead-letter records and the checkpoints themselves go
+  through an outbox that is flushed before each checkpoint, so records reach
+  the broker before the state that produced them is saved, and after it, so
+  the state is saved before the offsets past it; see ``connectors.kafka.Outbox``.
 - Messages faust skips during a rebalance are read back; see ``stream.skipped``.
 
 The app is built by :func:`create_app` (no module-level app, no import-time
@@ -98,6 +99,9 @@ def create_app(settings: Settings, detectors: list[Detector], partitions: int) -
     app = new_app(settings, partitions)
     kinds: dict[str, Kind] = {t.inference: "inference", t.feedback: "feedback"}
     outbox = Outbox(settings)
+
+    def changelog(topic: str, partition: int, key: bytes, value: bytes | None) -> None:
+        outbox.send(topic, key, value, partition=partition)
     skipped = SkippedOffsets(settings.kafka)
     by_key: dict[PartitionKey, list[Detector]] = defaultdict(list)
     for d in detectors:
@@ -105,10 +109,11 @@ def create_app(settings: Settings, detectors: list[Detector], partitions: int) -
 
     def lane(group: list[Detector], topics: set[str]) -> _Lane:
         tables = {
-            d.meta.id: app.Table(f"detector-{d.meta.id}", default=None, partitions=partitions, key_type=str)
+            d.meta.id: app.Table(f"detector-{d.meta.id}", default=None, partitions=partitions, key_type=str,
+                                 extra_topic_configs={"max.message.bytes": str(DEADLETTER_MAX_BYTES)})
             for d in group  # keys and values go to the changelog as JSON
         }
-        return _Lane(Engine(group, max_keys=settings.max_keys), CheckpointStore(tables, topics))
+        return _Lane(Engine(group, max_keys=settings.max_keys), CheckpointStore(tables, topics, changelog))
 
     inline = lane(by_key.pop("principal", []), {t.inference, t.feedback})
     routes = {

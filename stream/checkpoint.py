@@ -5,11 +5,18 @@ each state as many times as it has events, and serialising large records
 (a cohort's) dominates the worker. So changed records are written once per
 offset commit instead: :class:`CheckpointSensor` hears faust begin a commit,
 and writes every changed record before faust computes the offsets to commit
-(synchronously, so no event slips in between) and flushes its producer.
-Committed offsets therefore never run ahead of the checkpointed state: a
+(synchronously, so no event slips in between), waiting until the broker has
+them. Committed offsets therefore never run ahead of the checkpointed state: a
 crash, a restart or a rebalance re-delivers exactly the events whose effect was
 not checkpointed, and the records' positions (see ``stream.engine``) skip
 those that were.
+
+The records go through the worker's confluent-kafka producer, not faust's:
+faust sends one message at a time from Python and makes the agents wait while
+more than a hundred are pending, so a commit of a few thousand changed keys
+stalled every agent for a second or more. The bytes are what faust's table
+would write (JSON key and value; no value for a deleted key), so faust restores
+the tables from them as from its own.
 
 Each store serves one agent; its partitions are that agent's source partitions,
 which are also the changelog partitions of the keys read from them.
@@ -20,19 +27,31 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Any
 
+import orjson
 from faust.sensors import Sensor
 
 from detectors.base import State
 
 _GONE = None  # a deleted key, to be written as a tombstone
+# Sends one changelog record: (topic, partition, key, value or None for a tombstone).
+Send = Callable[[str, int, bytes, bytes | None], None]
+
+
+def _json(value: Any) -> bytes:
+    return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS)  # as faust's JSON codec writes it
 
 
 class CheckpointStore:
-    """The engine's state store over faust tables, one per detector, with write-behind."""
+    """The engine's state store over faust tables, one per detector, with write-behind.
 
-    def __init__(self, tables: dict[str, Any], topics: set[str]) -> None:
+    ``send`` puts a changelog record in the worker's outbox; the sensor waits
+    for its delivery before faust commits.
+    """
+
+    def __init__(self, tables: dict[str, Any], topics: set[str], send: Send) -> None:
         self.tables = tables
         self.topics = topics
+        self.send = send
         self.dirty: dict[int, dict[tuple[str, str], State | None]] = {}
         self.partition = 0
 
@@ -71,10 +90,10 @@ class CheckpointStore:
                 table = self.tables[detector_id]
                 if record is _GONE:
                     table.data.pop(key, None)
-                    table.send_changelog(partition, key, None, value_serializer="raw")
                 else:
                     table.data[key] = record
-                    table.send_changelog(partition, key, record)
+                self.send(table.changelog_topic.get_topic_name(), partition, _json(key),
+                          None if record is _GONE else _json(record))
 
     def forget(self, partitions: Iterable[int]) -> None:
         """Partitions moved to another worker: drop what was not checkpointed; it will be re-applied there."""
@@ -85,9 +104,10 @@ class CheckpointStore:
 class CheckpointSensor(Sensor):  # type: ignore[misc]
     """Checkpoints the stores when faust begins an offset commit, before it picks the offsets.
 
-    ``deliver`` is called first and must block until what the checkpointed
-    state produced (alerts...) is on the broker: a record is never lost
-    behind state that says it was sent.
+    ``deliver`` must block until everything sent so far is on the broker. It
+    is called first, so that what the checkpointed state produced (alerts...)
+    is never lost behind state that says it was sent, and again after the
+    checkpoint, so that the state is saved before the offsets past it.
     """
 
     def __init__(self, stores: list[CheckpointStore], deliver: Callable[[], None] = lambda: None) -> None:
@@ -100,4 +120,5 @@ class CheckpointSensor(Sensor):  # type: ignore[misc]
         assignment = consumer.assignment()
         for store in self.stores:
             store.checkpoint({tp.partition for tp in assignment if tp.topic in store.topics})
+        self.deliver()
         return None
