@@ -24,6 +24,7 @@ which are also the changelog partitions of the keys read from them.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -32,6 +33,7 @@ from faust.sensors import Sensor
 
 from detectors.base import State
 
+log = logging.getLogger("modelsiem.worker")
 _GONE = None  # a deleted key, to be written as a tombstone
 # Sends one changelog record: (topic, partition, key, value or None for a tombstone).
 Send = Callable[[str, int, bytes, bytes | None], None]
@@ -48,10 +50,12 @@ class CheckpointStore:
     for its delivery before faust commits.
     """
 
-    def __init__(self, tables: dict[str, Any], topics: set[str], send: Send) -> None:
+    def __init__(self, tables: dict[str, Any], topics: set[str], send: Send,
+                 max_record_bytes: int = 15 * 1024 * 1024) -> None:
         self.tables = tables
         self.topics = topics
         self.send = send
+        self.max_record_bytes = max_record_bytes
         self.dirty: dict[int, dict[tuple[str, str], State | None]] = {}
         self.partition = 0
 
@@ -90,10 +94,17 @@ class CheckpointStore:
                 table = self.tables[detector_id]
                 if record is _GONE:
                     table.data.pop(key, None)
+                    value = None
                 else:
                     table.data[key] = record
-                self.send(table.changelog_topic.get_topic_name(), partition, _json(key),
-                          None if record is _GONE else _json(record))
+                    value = _json(record)
+                    if len(value) > self.max_record_bytes:
+                        # Kafka would refuse it and the worker would stop on every restart. The state stays
+                        # in memory, so detection goes on; a restart restores the key's last saved state.
+                        log.error("state of %s key %s is %d bytes, over the %d-byte limit: not checkpointed",
+                                  detector_id, _json(key[:100]).decode(), len(value), self.max_record_bytes)
+                        continue
+                self.send(table.changelog_topic.get_topic_name(), partition, _json(key), value)
 
     def forget(self, partitions: Iterable[int]) -> None:
         """Partitions moved to another worker: drop what was not checkpointed; it will be re-applied there."""

@@ -19,9 +19,10 @@ class _Table:
         self.changelog_topic = SimpleNamespace(get_topic_name=lambda: f"{name}-changelog")
 
 
-def _store() -> tuple[CheckpointStore, list[tuple[str, int, bytes, bytes | None]]]:
+def _store(max_record_bytes: int = 1024) -> tuple[CheckpointStore, list[tuple[str, int, bytes, bytes | None]]]:
     sent: list[tuple[str, int, bytes, bytes | None]] = []
-    store = CheckpointStore({"rate": _Table("rate")}, {"events"}, lambda *record: sent.append(record))
+    store = CheckpointStore({"rate": _Table("rate")}, {"events"}, lambda *record: sent.append(record),
+                            max_record_bytes=max_record_bytes)
     return store, sent
 
 
@@ -58,6 +59,18 @@ def test_changes_of_a_partition_moved_away_are_not_written() -> None:
     store.put("rate", "k", {"state": {}})
     store.checkpoint({0, 1})  # partition 2 now belongs to another worker, which re-applies its events
     assert sent == [] and store.tables["rate"].data == {}
+
+
+def test_a_record_over_the_size_limit_is_kept_in_memory_but_not_sent(caplog: Any) -> None:
+    store, sent = _store(max_record_bytes=100)
+    store.at(0)
+    store.put("rate", "small", {"state": {}})
+    store.put("rate", "huge\n%s", {"state": {"ids": ["x" * 50] * 10}})
+    store.checkpoint({0})
+    assert [record[2] for record in sent] == [b'"small"']
+    store.at(0)
+    assert store.get("rate", "huge\n%s") == {"state": {"ids": ["x" * 50] * 10}}  # detection goes on
+    assert 'key "huge\\n%s" is' in caplog.text  # the key is quoted, never a format string or a line break
 
 
 def test_the_sensor_delivers_records_before_and_the_checkpoint_after_writing_state() -> None:
