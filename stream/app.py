@@ -99,13 +99,13 @@ def create_app(settings: Settings, detectors: list[Detector], partitions: int) -
     app = new_app(settings, partitions)
     kinds: dict[str, Kind] = {t.inference: "inference", t.feedback: "feedback"}
     outbox = Outbox(settings)
-
-    def changelog(topic: str, partition: int, key: bytes, value: bytes | None) -> None:
-        outbox.send(topic, key, value, partition=partition)
     skipped = SkippedOffsets(settings.kafka)
     by_key: dict[PartitionKey, list[Detector]] = defaultdict(list)
     for d in detectors:
         by_key[d.partition_key].append(d)
+
+    def changelog(topic: str, partition: int, key: bytes, value: bytes | None) -> None:
+        outbox.send(topic, key, value, partition=partition)
 
     def lane(group: list[Detector], topics: set[str]) -> _Lane:
         tables = {
