@@ -6,13 +6,19 @@ a message whose hand-over to the stream the rebalance interrupted (upstream
 issues 216, 312, 606). The agent never sees that event, and faust never
 commits past the offset it never acknowledged.
 
-The topics the worker reads are neither compacted nor transactional, so the
-offsets of one partition are consecutive: a jump from offset 254 to 256 means
-255 was skipped. :class:`SkippedOffsets` notices the jump, reads the missing
-messages directly from Kafka, and puts them in front of the one that revealed
-them; once processed they are acknowledged to faust like any other message, so
-commits move on. A message that turns up twice (the rebalance re-delivers it
-after all) is applied once: the engine's position guard skips it.
+In a topic that is not compacted, written without transactions, the offsets of
+one partition are consecutive: a jump from offset 254 to 256 means 255 was
+skipped. :class:`SkippedOffsets` notices the jump, reads the missing messages
+directly from Kafka, and puts them in front of the one that revealed them; once
+processed they are acknowledged to faust like any other message, so commits
+move on. A message that turns up twice (the rebalance re-delivers it after all)
+is applied once: the engine's position guard skips it.
+
+A platform may publish events in transactions, though: each commit marker
+takes an offset that holds no event. A read-back that finds nothing marks the
+partition as gapped, and from then on its jumps are read back only within
+``watch`` seconds of a rebalance, when faust drops messages, rather than at
+every transaction.
 """
 
 from __future__ import annotations
@@ -21,7 +27,7 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -56,10 +62,19 @@ class Raw:
 class SkippedOffsets:
     """Per partition, the last offset the agent got; fills the holes faust leaves."""
 
-    def __init__(self, kafka: KafkaSettings, read_timeout: float = 60.0) -> None:
+    def __init__(self, kafka: KafkaSettings, read_timeout: float = 60.0, watch: float = 60.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.kafka = kafka
         self.read_timeout = read_timeout
+        self.watch = watch
+        self.clock = clock
         self.last: dict[tuple[str, int], int] = {}
+        self.gapped: set[tuple[str, int]] = set()  # partitions whose offsets have gaps of their own
+        self.watch_until = clock() + watch  # the first assignment is a rebalance too
+
+    def rebalanced(self) -> None:
+        """Partitions moved: look into every jump for a while, gapped partitions included."""
+        self.watch_until = self.clock() + self.watch
 
     def forget(self, partitions: Iterable[tuple[str, int]]) -> None:
         """Partitions moved away: whoever gets them back starts afresh from the committed offset."""
@@ -72,29 +87,40 @@ class SkippedOffsets:
         for message in messages:
             tp = (message.topic, message.partition)
             last = self.last.get(tp)
-            if last is not None and message.offset > last + 1:
-                log.warning("%s[%d]: offsets %d..%d were skipped by the consumer; reading them back",
-                            message.topic, message.partition, last + 1, message.offset - 1)
-                out.extend(await asyncio.to_thread(self._read, message.topic, message.partition,
-                                                   last + 1, message.offset))
+            if last is not None and message.offset > last + 1 and (
+                    tp not in self.gapped or self.clock() < self.watch_until):
+                found = await asyncio.to_thread(self._read, message.topic, message.partition, last + 1, message.offset)
+                if found:
+                    log.warning("%s[%d]: %d message(s) of offsets %d..%d were skipped by the consumer; read back",
+                                message.topic, message.partition, len(found), last + 1, message.offset - 1)
+                elif tp not in self.gapped:
+                    log.info("%s[%d]: offsets %d..%d hold no message (transaction markers or compaction)",
+                             message.topic, message.partition, last + 1, message.offset - 1)
+                    self.gapped.add(tp)
+                out.extend(found)
             # A lower offset is a re-delivery after a rebalance: count on from there.
             self.last[tp] = message.offset
             out.append(message)
         return out
 
     def _read(self, topic: str, partition: int, start: int, end: int) -> list[Raw]:
+        """The messages at offsets ``start`` to ``end - 1`` that exist."""
         consumer = Consumer({**self.kafka.client_config(), "group.id": f"modelsiem-readback-{uuid.uuid4().hex}",
                              "enable.auto.commit": False, "enable.partition.eof": False,
+                             # What faust's consumer reads (it does not wait for transactions to commit).
+                             "isolation.level": "read_uncommitted",
                              "auto.offset.reset": "earliest"})  # below the log start (retention): from its start
         try:
             consumer.assign([TopicPartition(topic, partition, start)])
             found: list[Raw] = []
-            reached = start - 1
             deadline = time.monotonic() + self.read_timeout
-            while reached < end - 1:  # an offset removed by retention is simply not found
+            # Read up to the message that revealed the hole, which exists: offsets in between that hold
+            # no message (a transaction marker, a record removed by retention or compaction) are not found.
+            reached = start - 1
+            while reached < end:
                 if time.monotonic() > deadline:
                     raise TimeoutError(f"could not read back {topic}[{partition}] offsets {start}..{end - 1}")
-                for msg in consumer.consume(end - start, timeout=1.0):
+                for msg in consumer.consume(end - start + 1, timeout=1.0):
                     if msg.error() is None:
                         reached = max(reached, msg.offset())
                         if start <= msg.offset() < end:

@@ -9,15 +9,21 @@ from stream.skipped import Raw, SkippedOffsets
 
 
 class _Recorded(SkippedOffsets):
-    """Reads back from a dict instead of Kafka, and records what it was asked for."""
+    """Reads back from a dict instead of Kafka, and records what it was asked for.
 
-    def __init__(self) -> None:
-        super().__init__(KafkaSettings())
+    Offsets in ``markers`` hold no message, as a transaction's commit marker; the clock is set by hand.
+    """
+
+    def __init__(self, markers: frozenset[int] = frozenset()) -> None:
+        self.now = 0.0
+        super().__init__(KafkaSettings(), watch=60.0, clock=lambda: self.now)
+        self.markers = markers
         self.asked: list[tuple[str, int, int, int]] = []
 
     def _read(self, topic: str, partition: int, start: int, end: int) -> list[Raw]:
         self.asked.append((topic, partition, start, end))
-        return [Raw(topic, partition, o, None, b"back", read_back=True) for o in range(start, end)]
+        return [Raw(topic, partition, o, None, b"back", read_back=True)
+                for o in range(start, end) if o not in self.markers]
 
 
 def _raw(offset: int, partition: int = 0) -> Raw:
@@ -57,3 +63,24 @@ def test_the_first_message_of_a_partition_and_one_given_back_start_afresh():
     out = asyncio.run(gaps.complete([_raw(900)]))
     assert [r.offset for r in out] == [900]
     assert gaps.asked == []
+
+
+def test_gaps_of_transaction_markers_are_looked_into_only_near_a_rebalance():
+    gaps = _Recorded(markers=frozenset({10, 20, 30}))
+    # Within the watch after start-up: the gap is read back, holds nothing, and marks the partition.
+    out = asyncio.run(gaps.complete([_raw(9), _raw(11)]))
+    assert [r.offset for r in out] == [9, 11] and gaps.asked == [("t", 0, 10, 11)]
+    gaps.now = 61.0  # the watch is over: the partition's own gaps are no longer read back
+    asyncio.run(gaps.complete([_raw(o) for o in [*range(12, 20), 21]]))
+    assert len(gaps.asked) == 1
+    gaps.rebalanced()  # ... until partitions move again, when faust may skip a message
+    out = asyncio.run(gaps.complete([_raw(o) for o in [*range(22, 30), 31, 33]]))
+    assert [(r.offset, r.read_back) for r in out[-4:]] == [(29, False), (31, False), (32, True), (33, False)]
+    assert gaps.asked[1:] == [("t", 0, 30, 31), ("t", 0, 32, 33)]
+
+
+def test_a_partition_without_gaps_of_its_own_is_always_checked():
+    gaps = _Recorded()
+    gaps.now = 1000.0  # long after the last rebalance
+    out = asyncio.run(gaps.complete([_raw(1), _raw(3)]))
+    assert [(r.offset, r.read_back) for r in out] == [(1, False), (2, True), (3, False)]
