@@ -27,7 +27,7 @@ from typing import TypeVar
 import numpy as np
 
 from detectors.base import ip_prefix
-from stream.events import InferenceEvent
+from stream.events import InferenceEvent, cache_short_strings
 
 __all__ = [
     "add_sample",
@@ -51,16 +51,8 @@ def add_sample(values: list, value: object, limit: int) -> None:
         values.append(value)
 
 
-_cached_prefix = lru_cache(maxsize=65536)(ip_prefix)
-
-
-def cached_prefix(ip: str) -> str:
-    """:func:`detectors.base.ip_prefix`, cached: the stdlib parser costs ~10 µs and addresses repeat.
-
-    Only short strings are cached: a scoped IPv6 address can be as long as the
-    message, and 65,536 of those must not stay in memory.
-    """
-    return _cached_prefix(ip) if len(ip) <= 64 else ip_prefix(ip)
+# detectors.base.ip_prefix, cached: the stdlib parser costs ~10 µs and addresses repeat.
+cached_prefix = cache_short_strings(ip_prefix)
 
 
 _T = TypeVar("_T")
@@ -141,9 +133,10 @@ def relative_distance(a: list[float], b: list[float]) -> float:
 def any_within(vector: list[float], others: Sequence[list[float]], limit: float) -> bool:
     """Whether ``relative_distance(vector, other) < limit`` for any of ``others``; the same answer, cheaper.
 
-    ``|vector|`` is computed once, and ``|other|`` only when needed: since ``|other| <= |vector| + d``
-    (``d = |vector - other|``), the distance is at least ``d / (|vector| + d)``, and when that clears
-    ``limit`` by a margin far wider than rounding, the pair is not near.
+    ``|vector|`` is computed once, and the exact distance only for a possible match: since
+    ``|other| <= |vector| + d`` (``d = |vector - other|``), the distance is at least
+    ``d / (|vector| + d)``, and when that clears ``limit`` by a margin far wider than rounding,
+    the pair is not near.
 
     >>> any_within([1.0, 0.0], [[0.0, 1.0], [1.05, 0.0]], 0.1), any_within([1.0, 0.0], [[0.0, 1.0]], 0.1)
     (True, False)
@@ -153,11 +146,7 @@ def any_within(vector: list[float], others: Sequence[list[float]], limit: float)
         if len(other) != len(vector):
             continue
         diff = math.dist(vector, other)
-        if diff > (norm + diff) * limit * (1 + 1e-9):
-            continue
-        largest = max(norm, math.hypot(*other))
-        distance = diff / largest if largest > 0 else (0.0 if diff == 0 else math.inf)
-        if distance < limit:
+        if diff <= (norm + diff) * limit * (1 + 1e-9) and relative_distance(vector, other) < limit:
             return True
     return False
 

@@ -158,7 +158,6 @@ def create_app(settings: Settings, detectors: list[Detector], partitions: int) -
 
     @app.on_partitions_revoked.connect
     async def forget_revoked(sender: Any, revoked: set[Any], **kwargs: Any) -> None:
-        skipped.rebalanced()
         skipped.forget((tp.topic, tp.partition) for tp in revoked)
         for each in lanes:
             each.forget({tp.partition for tp in revoked if tp.topic in each.store.topics})

@@ -20,9 +20,9 @@ a long user agent cannot hide an event from the detectors.
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Mapping
-from functools import cached_property, lru_cache
-from typing import Annotated, Any, Literal, Self
+from collections.abc import Callable, Mapping
+from functools import cached_property, lru_cache, wraps
+from typing import Annotated, Any, Literal, Self, TypeVar
 
 from pydantic import (
     AwareDatetime,
@@ -37,6 +37,8 @@ from pydantic import (
 CONTRACT_VERSION = "1"
 MAX_MESSAGE_BYTES = 1024 * 1024
 MAX_EMBEDDING = 4096
+
+_R = TypeVar("_R")
 
 # Identifiers: rejected when longer than this.
 Ident = Annotated[str, StringConstraints(min_length=1, max_length=256)]
@@ -55,6 +57,23 @@ def _truncate(limit: int):
 FreeText = Annotated[str, _truncate(512)]
 
 
+def cache_short_strings(func: Callable[[str], _R]) -> Callable[[str], _R]:
+    """``func``, cached for strings of up to 64 characters and computed afresh for longer ones.
+
+    A stream repeats its callers' addresses, so caching their parsing pays; caching only short
+    strings keeps an attacker from filling the cache with long ones (an IPv6 scope id can make a
+    valid address any length). Failures are not cached (``lru_cache`` does not keep exceptions).
+    """
+    cached = lru_cache(maxsize=65536)(func)
+
+    @wraps(func)
+    def call(text: str) -> _R:
+        return cached(text) if len(text) <= 64 else func(text)
+
+    return call
+
+
+@cache_short_strings
 def _canonical_ip(text: str) -> str:
     # Canonical form, so that 2001:db8::1 and 2001:DB8:0::1 are one address.
     try:
@@ -63,18 +82,8 @@ def _canonical_ip(text: str) -> str:
         raise ValueError("not an IPv4 or IPv6 address") from None
 
 
-# The stdlib parser costs several microseconds and a stream repeats its callers' addresses.
-# Only short strings are cached (an IPv6 scope id can make a valid address any length), and
-# failures are not (lru_cache does not keep exceptions), so an attacker cannot grow the cache.
-_cached_canonical_ip = lru_cache(maxsize=65536)(_canonical_ip)
-_MAX_CACHED_IP = 64
-
-
 def _ip(value: object) -> object:
-    if isinstance(value, str):
-        text = value.strip()
-        return _cached_canonical_ip(text) if len(text) <= _MAX_CACHED_IP else _canonical_ip(text)
-    return value
+    return _canonical_ip(value.strip()) if isinstance(value, str) else value
 
 
 IP = Annotated[str, BeforeValidator(_ip)]

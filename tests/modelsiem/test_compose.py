@@ -49,7 +49,7 @@ def _compose_cli() -> list[str] | None:
     return None
 
 
-@pytest.mark.skipif(_compose_cli() is None, reason="no Docker Compose CLI on this machine")
+@pytest.mark.skipif(_compose_cli() is None, reason="no Docker Compose CLI on this machine (scripts/compose-cli installs one; make test runs it)")
 def test_docker_compose_config_accepts_the_file() -> None:
     cmd = _compose_cli()
     assert cmd is not None
