@@ -38,27 +38,9 @@ from collections.abc import Iterable
 
 from pydantic import Field
 
-from detectors.atlas import (
-    ATTACK_STAGING,
-    BLACK_BOX_OPTIMIZATION,
-    CRAFT_ADVERSARIAL_DATA,
-)
-from detectors.base import (
-    AnyEvent,
-    Detector,
-    DetectorMeta,
-    Example,
-    Finding,
-    State,
-)
-from detectors.sketches import (
-    add_sample,
-    answer_margin,
-    any_within,
-    content_of,
-    opaque_burst,
-    project,
-)
+from detectors.atlas import ATTACK_STAGING, BLACK_BOX_OPTIMIZATION, CRAFT_ADVERSARIAL_DATA
+from detectors.base import AnyEvent, Detector, DetectorMeta, Example, Finding, State
+from detectors.sketches import add_sample, answer_margin, any_within, content_of, opaque_burst, project
 from detectors.testing import inference
 from stream.events import InferenceEvent
 

@@ -53,21 +53,8 @@ from typing import Any
 from pydantic import Field
 
 from detectors.atlas import EXFILTRATION, EXFILTRATION_VIA_API, EXTRACT_MODEL
-from detectors.base import (
-    AnyEvent,
-    Detector,
-    DetectorMeta,
-    Example,
-    Finding,
-    State,
-)
-from detectors.sketches import (
-    add_sample,
-    answer_margin,
-    binomial_surprise,
-    cached_prefix,
-    content_of,
-)
+from detectors.base import AnyEvent, Detector, DetectorMeta, Example, Finding, State
+from detectors.sketches import add_sample, answer_margin, binomial_surprise, cached_prefix, content_of
 from detectors.testing import inference
 from stream.alerts import clean, quote
 from stream.events import InferenceEvent

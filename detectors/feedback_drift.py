@@ -51,14 +51,7 @@ from typing import Any
 from pydantic import Field
 
 from detectors.atlas import ERODE_MODEL_INTEGRITY, IMPACT
-from detectors.base import (
-    AnyEvent,
-    Detector,
-    DetectorMeta,
-    Example,
-    Finding,
-    State,
-)
+from detectors.base import AnyEvent, Detector, DetectorMeta, Example, Finding, State
 from detectors.testing import feedback
 from stream.events import FeedbackEvent
 

@@ -76,16 +76,7 @@ import numpy as np
 from pydantic import Field, model_validator
 
 from detectors.atlas import POISON_TRAINING_DATA, RESOURCE_DEVELOPMENT
-from detectors.base import (
-    SEVERITY_RANK,
-    AnyEvent,
-    Detector,
-    DetectorMeta,
-    Example,
-    Finding,
-    Severity,
-    State,
-)
+from detectors.base import SEVERITY_RANK, AnyEvent, Detector, DetectorMeta, Example, Finding, Severity, State
 from detectors.reporters import Profile, ReporterWindow
 from detectors.testing import feedback
 from stream.events import FeedbackEvent

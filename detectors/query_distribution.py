@@ -46,22 +46,8 @@ import numpy as np
 from pydantic import Field
 
 from detectors.atlas import EXFILTRATION, EXFILTRATION_VIA_API, EXTRACT_MODEL
-from detectors.base import (
-    AnyEvent,
-    Detector,
-    DetectorMeta,
-    Example,
-    Finding,
-    State,
-)
-from detectors.sketches import (
-    add_sample,
-    answer_margin,
-    binomial_surprise,
-    content_of,
-    opaque_burst,
-    project,
-)
+from detectors.base import AnyEvent, Detector, DetectorMeta, Example, Finding, State
+from detectors.sketches import add_sample, answer_margin, binomial_surprise, content_of, opaque_burst, project
 from detectors.testing import inference
 from stream.events import InferenceEvent
 

@@ -45,14 +45,7 @@ from collections.abc import Iterable
 from pydantic import Field
 
 from detectors.atlas import EXFILTRATION, EXFILTRATION_VIA_API, EXTRACT_MODEL
-from detectors.base import (
-    AnyEvent,
-    Detector,
-    DetectorMeta,
-    Example,
-    Finding,
-    State,
-)
+from detectors.base import AnyEvent, Detector, DetectorMeta, Example, Finding, State
 from detectors.sketches import add_sample
 from detectors.testing import inference
 
