@@ -50,11 +50,14 @@ def run_demo(settings: Settings, console: Console, timeout: float) -> str:
     try:
         trace = simulate(["query_flood", "feedback_poisoning"], seed=int(time.time()))
         events = trace.sorted_events()
-        # Each run has its own accounts: a second demo must not read as the first one's accounts
-        # suddenly sending their half hour again.
+        # Each run has its own accounts and reported items: a second demo on the same stack must not
+        # read as the first one's accounts sending their half hour again, nor grow the first one's
+        # campaign alert (which is re-sent only when its evidence has grown enough).
         run = format(int(time.time()) % 0xFFFFFF, "06x")
         for event in events:
             event["principal"] = {**event["principal"], "id": f"{event['principal']['id']}-{run}"}
+            if event.get("item", {}).get("fingerprint"):
+                event["item"] = {**event["item"], "fingerprint": f"{event['item']['fingerprint']}-{run}"}
         console.print(f"publishing {len(events)} simulated events (a query flood and a feedback-poisoning "
                       "campaign among benign traffic)", highlight=False)
         publish_events(settings, events)
