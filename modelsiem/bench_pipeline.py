@@ -138,19 +138,22 @@ def _peak_rss_mb(pid: int) -> float:
 
 
 def _run_group(command: list[str], env: dict[str, str], settings: Settings, group: str,
-               total: int, timeout: float, internal: Sequence[str] = ()) -> tuple[float, float]:
-    """Time a consumer process through ``total`` events by its commits; returns (eps, peak RSS MB).
+               total: int, timeout: float, internal: Sequence[str] = (), processes: int = 1) -> tuple[float, float]:
+    """Time ``processes`` copies of a consumer through ``total`` events by their group's commits.
 
-    ``internal`` topics (the worker's route topics) must be drained as well before it counts as done.
+    Returns (events/s, the largest peak RSS of one process in MB). ``internal`` topics (the
+    worker's route topics) must be drained as well before it counts as done.
     """
-    proc = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    procs = [subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+             for _ in range(processes)]
     try:
         deadline = time.monotonic() + timeout
         first: tuple[float, int] | None = None
         done = 0
         while done < total:
-            if proc.poll() is not None:
-                raise RuntimeError(f"{command} exited: {proc.stderr.read().decode()[-2000:] if proc.stderr else ''}")
+            for proc in procs:
+                if proc.poll() is not None:
+                    raise RuntimeError(f"{command} exited: {proc.stderr.read().decode()[-2000:] if proc.stderr else ''}")
             if time.monotonic() > deadline:
                 raise RuntimeError(f"{command} processed {done} of {total} events in {timeout:.0f} s")
             time.sleep(0.5)
@@ -161,14 +164,16 @@ def _run_group(command: list[str], env: dict[str, str], settings: Settings, grou
                 done = total - 1  # events still on their way through the route topics
         assert first is not None
         elapsed = time.monotonic() - first[0]
-        rss = _peak_rss_mb(proc.pid)
+        rss = max(_peak_rss_mb(proc.pid) for proc in procs)
         return ((total - first[1]) / elapsed if elapsed > 0 else float("nan")), rss
     finally:
-        proc.terminate()
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        for proc in procs:
+            proc.terminate()
+        for proc in procs:
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
 
 
 # Quiet principals of the latency run: a population that repeats, as API callers do. (Every event from a
@@ -237,7 +242,12 @@ def _latency(settings: Settings, env: dict[str, str], rate: float, seconds: floa
         proc.wait(30)
 
 
-def bench(settings: Settings, events: int = 1_000_000, seed: int = 1, latency_seconds: float = 30.0) -> dict[str, Any]:
+def _routes(settings: Settings) -> list[str]:
+    return [f"{settings.app_id}-route-{key}" for key in {d.partition_key for d in build()} - {"principal"}]
+
+
+def bench(settings: Settings, events: int = 1_000_000, seed: int = 1, latency_seconds: float = 30.0,
+          workers: int = 1) -> dict[str, Any]:
     tag = uuid.uuid4().hex[:8]
     bench_settings, env = _bench_settings(settings, tag)
     ensure_topics(bench_settings)
@@ -247,9 +257,17 @@ def bench(settings: Settings, events: int = 1_000_000, seed: int = 1, latency_se
                          f"{bench_settings.app_id}-noop", total, timeout=3600)
     noop_batch, _ = _run_group([sys.executable, "-m", "modelsiem.bench_noop", "batch"], env, bench_settings,
                                f"{bench_settings.app_id}-noop-batch", total, timeout=3600)
-    routes = [f"{bench_settings.app_id}-route-{key}" for key in {d.partition_key for d in build()} - {"principal"}]
-    pipeline, rss = _run_group([sys.executable, "-m", "modelsiem", "worker"], env, bench_settings,
-                               bench_settings.app_id, total, timeout=3600, internal=routes)
+    worker = [sys.executable, "-m", "modelsiem", "worker"]
+    pipeline, rss = _run_group(worker, env, bench_settings, bench_settings.app_id, total, timeout=3600,
+                               internal=_routes(bench_settings))
+    scale_out: dict[str, Any] = {}
+    if workers > 1:
+        # The same events again, for a group of its own (own route and changelog topics), started together.
+        group_settings = settings_with({**env, "MODELSIEM_APP_ID": f"bench-{tag}-x{workers}"})
+        group_env = {**env, "MODELSIEM_APP_ID": group_settings.app_id}
+        together, _ = _run_group(worker, group_env, group_settings, group_settings.app_id, total, timeout=3600,
+                                 internal=_routes(group_settings), processes=workers)
+        scale_out = {"workers": workers, "workers_eps": round(together), "workers_to_one": round(together / pipeline, 3)}
     # The latency run uses its own topics, so that the backlog above does not count.
     lat_settings, lat_env = _bench_settings(settings, tag + "-lat")
     ensure_topics(lat_settings)
@@ -269,5 +287,6 @@ def bench(settings: Settings, events: int = 1_000_000, seed: int = 1, latency_se
         "latency_alerts": alerts,
         "p50_ms": round(p50, 1),
         "p99_ms": round(p99, 1),
+        **scale_out,
         "cpu": os.cpu_count(),
     }

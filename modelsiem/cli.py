@@ -330,12 +330,13 @@ def _print_figures(result: dict[str, object], as_json: bool) -> None:
 def bench(
     events: int = 1_000_000,
     latency_seconds: float = 30.0,
+    workers: Annotated[int, typer.Option(min=1, help="Also time this many workers sharing the same events.")] = 1,
     as_json: Annotated[bool, typer.Option("--json", help="Print the figures as one JSON object.")] = False,
 ) -> None:
     """Benchmark the stream processor on the local stack: bare consumer, no-op agent, full pipeline."""
     from modelsiem.bench_pipeline import bench as run
 
-    result = run(_settings(), events=events, latency_seconds=latency_seconds)
+    result = run(_settings(), events=events, latency_seconds=latency_seconds, workers=workers)
     _print_figures(result, as_json)
 
 

@@ -41,6 +41,7 @@ from connectors.kafka import DEADLETTER_MAX_BYTES, Outbox, deadletter_headers
 from detectors.base import AnyEvent, Detector, PartitionKey, partition_value
 from modelsiem.settings import KafkaSettings, Settings
 from stream.checkpoint import CheckpointSensor, CheckpointStore
+from stream.consumer import Transport
 from stream.decode import Kind, Rejected, decode
 from stream.engine import Engine, Position, Step
 from stream.skipped import Raw, SkippedOffsets, acknowledge
@@ -71,7 +72,7 @@ def _credentials(kafka: KafkaSettings) -> Any:
 def new_app(settings: Settings, partitions: int, app_id: str | None = None) -> faust.App:
     """A faust app configured for modelsiem, with no agents yet."""
     settings.worker_dir.mkdir(parents=True, exist_ok=True)
-    return faust.App(
+    app = faust.App(
         app_id or settings.app_id,
         broker=";".join(f"kafka://{h.strip()}" for h in settings.kafka.bootstrap.split(",")),
         broker_credentials=_credentials(settings.kafka),
@@ -90,7 +91,13 @@ def new_app(settings: Settings, partitions: int, app_id: str | None = None) -> f
         broker_heartbeat_interval=3.0,
         key_serializer="raw",
         value_serializer="raw",
+        # A standby replica does not speed up taking a partition over here: faust restores an
+        # in-memory table from the start of its changelog all the same. It only doubled every
+        # worker's state (beyond the memory bound) and its changelog reading.
+        table_standby_replicas=0,
     )
+    app.transport = Transport(app.conf.broker_consumer, app)
+    return app
 
 
 def create_app(settings: Settings, detectors: list[Detector], partitions: int) -> faust.App:

@@ -80,6 +80,9 @@ def test_a_worker_joining_and_one_leaving_mid_run_lose_and_duplicate_nothing(iso
         publish_events(s, chunk)
         if n == 2:
             joined = spawn("worker")  # joins while events flow: partitions move to it
+            # Both must share the partitions before the first leaves, or this only tests a hand-over.
+            wait_until(lambda: stable_members(s, s.app_id) == 2, 120, "the second worker to join",
+                       lambda: [w.assert_running() for w in (first, joined)])
         if n == 5:
             first.stop()  # leaves while events flow: its partitions move back
             left = first
