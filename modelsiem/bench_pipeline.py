@@ -6,7 +6,9 @@ preloaded into fresh topics), three consumers of it:
 1. the limit: a bare confluent-kafka consumer that only reads and decodes the JSON;
 2. a faust agent that does nothing with each event, and one that does nothing
    with batches of events (as the worker takes them);
-3. the full worker with every default detector, through to the alerts topic.
+3. the full worker with every default detector, through to the alerts topic;
+   with ``workers`` above 1, also that many workers started together, sharing
+   the same events as one consumer group (keys ``workers_eps``, ``workers_to_one``).
 
 Throughput of 2 and 3 is read from the consumer group's committed offsets
 (from the first commit to the last, so start-up is not counted; for the worker
@@ -37,6 +39,7 @@ from confluent_kafka import Consumer, TopicPartition
 from connectors.kafka import ensure_topics, producer
 from detectors.registry import build
 from modelsiem.scenarios import simulate
+from modelsiem.children import stop
 from modelsiem.settings import Settings, settings_with
 
 
@@ -167,13 +170,7 @@ def _run_group(command: list[str], env: dict[str, str], settings: Settings, grou
         rss = max(_peak_rss_mb(proc.pid) for proc in procs)
         return ((total - first[1]) / elapsed if elapsed > 0 else float("nan")), rss
     finally:
-        for proc in procs:
-            proc.terminate()
-        for proc in procs:
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        stop(procs)
 
 
 # Quiet principals of the latency run: a population that repeats, as API callers do. (Every event from a
@@ -238,8 +235,7 @@ def _latency(settings: Settings, env: dict[str, str], rate: float, seconds: floa
     finally:
         consumer.close()
         prod.flush(10)
-        proc.terminate()
-        proc.wait(30)
+        stop([proc])
 
 
 def _routes(settings: Settings) -> list[str]:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from rich.console import Console
 
+from modelsiem.children import stop
 from modelsiem.settings import Settings
 
 _RULES = ("query_rate", "feedback_surge")
@@ -71,13 +72,7 @@ def run_demo(settings: Settings, console: Console, timeout: float) -> str:
                     raise RuntimeError(f"only {sorted(seen)} alerted within {timeout:.0f} s; logs in {log_dir}")
                 time.sleep(2)
     finally:
-        for proc in procs:
-            proc.terminate()
-        for proc in procs:
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        stop(procs)
     console.print(f"both attacks alerted; worker and sink logs in {log_dir}; "
                   "the stack keeps running (`modelsiem stack down` stops it)", highlight=False)
     return started

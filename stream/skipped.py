@@ -4,7 +4,9 @@ faust-streaming 0.15 can drop a message while its consumer rebalances (a
 worker joining, leaving or restarting): the fetcher moves its read offset past
 a message whose hand-over to the stream the rebalance interrupted (upstream
 issues 216, 312, 606). The agent never sees that event, and faust never
-commits past the offset it never acknowledged.
+commits past the offset it never acknowledged. (``stream.consumer`` gives back
+the records of a fetch that outlives a rebalance, the cause found here; this
+read-back stays for any hole left another way.)
 
 In a topic that is not compacted, written without transactions, the offsets of
 one partition are consecutive: a jump from offset 254 to 256 means 255 was
