@@ -36,6 +36,7 @@ from faust.types import TP
 
 log = logging.getLogger("modelsiem.worker")
 
+
 def committable(acked: list[int], committed: int | None) -> list[int]:
     """The acknowledged offsets still to commit, each once, in order.
 
@@ -48,6 +49,8 @@ def committable(acked: list[int], committed: int | None) -> list[int]:
 
 
 class ConsumerThread(aiokafka.AIOKafkaConsumerThread):  # type: ignore[misc]
+    """The thread that runs aiokafka's consumer: a fetch that straddles a rebalance gives its records back."""
+
     async def _fetch_records(self, consumer: Any, active_partitions: Any, timeout: float | None = None,
                              max_records: int | None = None) -> Any:
         state = consumer._subscription
@@ -65,6 +68,8 @@ class ConsumerThread(aiokafka.AIOKafkaConsumerThread):  # type: ignore[misc]
 
 
 class Consumer(aiokafka.Consumer):  # type: ignore[misc]
+    """faust's aiokafka consumer on the thread above, committing through duplicated acknowledgements."""
+
     def _new_consumer_thread(self) -> ConsumerThread:
         return ConsumerThread(self, loop=self.loop, beacon=self.beacon)
 
@@ -77,4 +82,6 @@ class Consumer(aiokafka.Consumer):  # type: ignore[misc]
 
 
 class Transport(aiokafka.Transport):  # type: ignore[misc]
+    """faust's ``kafka://`` transport with the consumer above (the producer is faust's own)."""
+
     Consumer = Consumer
