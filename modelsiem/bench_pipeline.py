@@ -259,8 +259,8 @@ def bench(settings: Settings, events: int = 1_000_000, seed: int = 1, latency_se
     scale_out: dict[str, Any] = {}
     if workers > 1:
         # The same events again, for a group of its own (own route and changelog topics), started together.
-        group_settings = settings_with({**env, "MODELSIEM_APP_ID": f"bench-{tag}-x{workers}"})
-        group_env = {**env, "MODELSIEM_APP_ID": group_settings.app_id}
+        group_env = {**env, "MODELSIEM_APP_ID": f"bench-{tag}-x{workers}"}
+        group_settings = settings_with(group_env)
         together, _ = _run_group(worker, group_env, group_settings, group_settings.app_id, total, timeout=3600,
                                  internal=_routes(group_settings), processes=workers)
         scale_out = {"workers": workers, "workers_eps": round(together), "workers_to_one": round(together / pipeline, 3)}

@@ -7,7 +7,6 @@ import logging
 import os
 import subprocess
 import sys
-import time
 from datetime import datetime
 from enum import Enum
 from pathlib import Path
