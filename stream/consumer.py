@@ -24,13 +24,23 @@ joined or left:
   acknowledged for real and each offset is in the list twice. Every duplicate
   ends a run, so the committed offset crept forward one offset per commit
   (2.8 s). Here the list is made sorted and unique before faust reads it.
+
+And one cost: faust hands each fetched message to its streams through
+``Service.wait_first`` (four tasks and an ``asyncio.wait`` per message, so
+that a hand-over blocked on a full buffer gives up when the flow stops at a
+rebalance). Almost every hand-over completes without waiting, so here it is
+run in place first, and only one that has to wait goes the way faust's does:
+1.5 times the do-nothing agent's rate measured on this project's stack.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from collections.abc import Awaitable, Coroutine
 from typing import Any
 
+from faust.transport.consumer import CONSUMER_FETCHING
 from faust.transport.drivers import aiokafka
 from faust.types import TP
 
@@ -46,6 +56,52 @@ def committable(acked: list[int], committed: int | None) -> list[int]:
     [4, 5, 9]
     """
     return sorted({o for o in acked if committed is None or o >= committed})
+
+
+def started(coro: Coroutine[Any, Any, Any]) -> Awaitable[Any] | None:
+    """Run ``coro`` up to its first wait: None if it finished without one, else the rest of it to await.
+
+    >>> async def ready():
+    ...     return "done at once"
+    >>> started(ready()) is None
+    True
+    >>> async def waits():
+    ...     await asyncio.sleep(0.01)
+    ...     return "done later"
+    >>> asyncio.run(_await_started(waits()))
+    'done later'
+    """
+    try:
+        waiting_on = coro.send(None)
+    except StopIteration:
+        return None
+    return _rest(coro, waiting_on)
+
+
+async def _await_started(coro: Coroutine[Any, Any, Any]) -> Any:
+    rest = started(coro)
+    return await rest if rest is not None else None
+
+
+async def _rest(coro: Coroutine[Any, Any, Any], waiting_on: Any) -> Any:
+    """Drive ``coro`` on from where it yielded ``waiting_on``, as a task would."""
+    try:
+        while True:
+            try:
+                if waiting_on is None:  # a bare yield, as asyncio.sleep(0) does
+                    await asyncio.sleep(0)
+                else:
+                    waiting_on._asyncio_future_blocking = False  # taken over from the coroutine, as a task does
+                    await waiting_on
+            except asyncio.CancelledError:
+                if not (asyncio.isfuture(waiting_on) and waiting_on.cancelled()):
+                    waiting_on = coro.throw(asyncio.CancelledError())
+                    continue
+            except BaseException:  # noqa: BLE001 - the coroutine reads the future's own exception below
+                pass
+            waiting_on = coro.send(None)
+    except StopIteration as stop:
+        return stop.value
 
 
 class ConsumerThread(aiokafka.AIOKafkaConsumerThread):  # type: ignore[misc]
@@ -72,6 +128,46 @@ class Consumer(aiokafka.Consumer):  # type: ignore[misc]
 
     def _new_consumer_thread(self) -> ConsumerThread:
         return ConsumerThread(self, loop=self.loop, beacon=self.beacon)
+
+    async def _drain_messages(self, fetcher: Any) -> None:
+        """faust's drain loop (``Consumer._drain_messages``), each hand-over run in place when it can be."""
+        callback, getmany = self.callback, self.getmany
+        read_offset = self._read_offset
+        acks_enabled_for = self.app.topics.acks_enabled_for
+        since_yield = 0
+        try:
+            while not (self._stopped.is_set() or fetcher._stopped.is_set()):
+                self.diag.set_flag(CONSUMER_FETCHING)
+                records = getmany(timeout=1.0)
+                await asyncio.sleep(0)  # getmany may not give the loop a turn
+                if self.should_stop:
+                    continue
+                async for tp, message in records:
+                    since_yield += 1
+                    if since_yield > 100:
+                        await asyncio.sleep(0)
+                        since_yield = 0
+                    offset, last = message.offset, read_offset[tp]
+                    if last is not None and offset < last:
+                        continue  # read already: faust drops it too
+                    if last and offset - last > 1 and acks_enabled_for(message.topic):
+                        await self._add_gap(tp, last + 1, offset)
+                    if self._commit_every is not None and self._n_acked >= self._commit_every:
+                        self._n_acked = 0
+                        await self.commit()
+                    rest = started(callback(message))
+                    if rest is not None:  # the stream's buffer is full, or the flow stopped: wait as faust does
+                        await self.wait_first(rest, self.suspend_flow.wait())
+                    read_offset[tp] = offset
+                self.diag.unset_flag(CONSUMER_FETCHING)
+        except self.consumer_stopped_errors:
+            if not self.transport.app.should_stop:
+                raise
+        except asyncio.CancelledError:
+            if not self.transport.app.should_stop:
+                raise
+        finally:
+            self.diag.unset_flag(CONSUMER_FETCHING)
 
     def _new_offset(self, tp: TP) -> Any:
         acked = self._acked[tp]

@@ -13,18 +13,20 @@ from faust.types import TP
 
 from modelsiem.settings import Settings
 from stream.app import new_app
-from stream.consumer import Consumer
+from stream.consumer import Consumer, started
 
 TP0 = TP("events", 0)
 
 
 @pytest.fixture
 def consumer(tmp_path) -> Iterator[Consumer]:
+    asyncio.set_event_loop(asyncio.new_event_loop())  # the app's loop: its own, closed after
     app = new_app(Settings(worker_dir=tmp_path), partitions=2, app_id="test-consumer")
     assert isinstance(app.consumer, Consumer)  # the worker's app uses this consumer, not faust's own
     yield app.consumer
     app.consumer._thread.thread_loop.close()  # never started: close the loops it made
     app.loop.close()
+    asyncio.set_event_loop(None)
 
 
 def test_offsets_acknowledged_twice_are_committed_in_one_go(consumer):
@@ -92,3 +94,102 @@ def test_records_of_a_steady_assignment_are_delivered(consumer):
     kafka = _KafkaConsumer(rebalance_during_fetch=False)
     got = asyncio.run(consumer._thread._fetch_records(kafka, {TP0}, timeout=1.0, max_records=10))
     assert [r.offset for r in got[TP0]] == [5, 6] and kafka.sought == []
+
+
+def test_a_hand_over_that_need_not_wait_is_done_in_place():
+    delivered: list[str] = []
+
+    async def put() -> None:
+        delivered.append("event")
+
+    assert started(put()) is None and delivered == ["event"]  # no event loop, no task: run in place
+
+
+def test_a_hand_over_that_waits_is_finished_with_its_result_or_its_error():
+    async def waits(fail: bool) -> str:
+        await asyncio.sleep(0.01)
+        await asyncio.sleep(0)
+        if fail:
+            raise ValueError("full")
+        return "put"
+
+    async def both() -> tuple[Any, Any]:
+        ok = started(waits(False))
+        bad = started(waits(True))
+        assert ok is not None and bad is not None
+        return await ok, await asyncio.gather(bad, return_exceptions=True)
+
+    ok, (bad,) = asyncio.run(both())
+    assert ok == "put" and isinstance(bad, ValueError)
+
+
+def test_a_waiting_hand_over_given_up_is_cancelled_inside():
+    seen: list[str] = []
+
+    async def blocked(gate: asyncio.Event) -> None:
+        try:
+            await gate.wait()
+        except asyncio.CancelledError:
+            seen.append("cancelled")
+            raise
+
+    async def give_up() -> None:
+        rest = started(blocked(asyncio.Event()))
+        assert rest is not None
+        task = asyncio.ensure_future(rest)
+        await asyncio.sleep(0.01)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(give_up())
+    assert seen == ["cancelled"]
+
+
+class _Message:
+    def __init__(self, offset: int) -> None:
+        self.offset, self.topic = offset, TP0.topic
+
+
+def _drain(consumer: Consumer, offsets: list[int], callback: Any, stop_flow_after: float | None = None) -> None:
+    """Run the consumer's drain loop over one fetch of ``offsets`` (then stop it)."""
+    loop = consumer.app.loop
+    fetcher = SimpleNamespace(_stopped=asyncio.Event())
+
+    async def getmany(timeout: float) -> Any:
+        for offset in offsets:
+            yield TP0, _Message(offset)
+        fetcher._stopped.set()
+
+    async def run() -> None:
+        if stop_flow_after is not None:
+            loop.call_later(stop_flow_after, consumer.stop_flow)
+        await asyncio.wait_for(consumer._drain_messages(fetcher), 5)
+
+    consumer.getmany, consumer.callback = getmany, callback
+    loop.run_until_complete(run())
+
+
+def test_the_drain_loop_hands_every_message_over_in_order(consumer):
+    got: list[int] = []
+
+    async def callback(message: _Message) -> None:
+        if message.offset == 2:
+            await asyncio.sleep(0.01)  # a full buffer: this one waits
+        got.append(message.offset)
+
+    _drain(consumer, [0, 1, 2, 3, 1], callback)  # offset 1 again: read already, dropped as faust does
+    assert got == [0, 1, 2, 3] and consumer._read_offset[TP0] == 3
+
+
+def test_a_hand_over_blocked_when_the_flow_stops_is_given_up_as_faust_does(consumer):
+    got: list[int] = []
+    never = asyncio.Event()
+
+    async def callback(message: _Message) -> None:
+        if message.offset == 1:
+            await never.wait()  # the stream's buffer stays full: a rebalance stops the flow
+        got.append(message.offset)
+
+    _drain(consumer, [0, 1, 2], callback, stop_flow_after=0.05)
+    assert got == [0, 2]
