@@ -31,7 +31,7 @@ from __future__ import annotations
 import logging
 import ssl
 from collections import defaultdict
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from typing import Any
 
 import faust
@@ -69,10 +69,25 @@ def _credentials(kafka: KafkaSettings) -> Any:
     return faust.SSLCredentials(context)
 
 
+class _App(faust.App):
+    """faust's app without its statistics monitor among the sensors.
+
+    The monitor keeps per-topic counters and latency figures for faust's web
+    views (off here) and is called four times for every message: without it the
+    do-nothing agent ran 1.15 times as fast on this project's stack.
+    """
+
+    def on_init_dependencies(self) -> Iterable[Any]:
+        services = super().on_init_dependencies()
+        if self.monitor in set(self.sensors):
+            self.sensors.remove(self.monitor)
+        return services
+
+
 def new_app(settings: Settings, partitions: int, app_id: str | None = None) -> faust.App:
     """A faust app configured for modelsiem, with no agents yet."""
     settings.worker_dir.mkdir(parents=True, exist_ok=True)
-    app = faust.App(
+    app = _App(
         app_id or settings.app_id,
         broker=";".join(f"kafka://{h.strip()}" for h in settings.kafka.bootstrap.split(",")),
         broker_credentials=_credentials(settings.kafka),

@@ -1,4 +1,4 @@
-"""faust's Kafka consumer, mended where a rebalance made it lose or stall messages.
+"""faust's Kafka consumer, mended where a rebalance made it lose or stall messages, and cheaper per message.
 
 Two faults of faust-streaming 0.15.3's aiokafka consumer, seen on this
 project's stack as partitions that stopped being processed after a worker
@@ -29,8 +29,8 @@ And one cost: faust hands each fetched message to its streams through
 ``Service.wait_first`` (four tasks and an ``asyncio.wait`` per message, so
 that a hand-over blocked on a full buffer gives up when the flow stops at a
 rebalance). Almost every hand-over completes without waiting, so here it is
-run in place first, and only one that has to wait goes the way faust's does:
-1.5 times the do-nothing agent's rate measured on this project's stack.
+run in place first, and only one that has to wait goes the way faust's does.
+On this project's stack that made the do-nothing agent 1.3 times as fast.
 """
 
 from __future__ import annotations

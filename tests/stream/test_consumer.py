@@ -1,4 +1,4 @@
-"""The worker's consumer: no records lost to a fetch that outlives a rebalance, no commit held back by duplicates."""
+"""The worker's consumer and app: no records lost to a fetch that outlives a rebalance, no commit held back, less per message."""
 
 from __future__ import annotations
 
@@ -193,3 +193,10 @@ def test_a_hand_over_blocked_when_the_flow_stops_is_given_up_as_faust_does(consu
 
     _drain(consumer, [0, 1, 2], callback, stop_flow_after=0.05)
     assert got == [0, 2]
+
+
+def test_the_app_runs_without_faust_s_statistics_monitor(consumer):
+    app = consumer.app
+    app.on_init_dependencies()  # where faust adds its monitor to the sensors
+    assert app.monitor not in set(app.sensors)
+    app.on_init_dependencies()  # and again, harmlessly
