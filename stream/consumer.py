@@ -68,7 +68,10 @@ def started(coro: Coroutine[Any, Any, Any]) -> Awaitable[Any] | None:
     >>> async def waits():
     ...     await asyncio.sleep(0.01)
     ...     return "done later"
-    >>> asyncio.run(_await_started(waits()))
+    >>> async def hand_over():
+    ...     rest = started(waits())
+    ...     return await rest
+    >>> asyncio.run(hand_over())
     'done later'
     """
     try:
@@ -76,11 +79,6 @@ def started(coro: Coroutine[Any, Any, Any]) -> Awaitable[Any] | None:
     except StopIteration:
         return None
     return _rest(coro, waiting_on)
-
-
-async def _await_started(coro: Coroutine[Any, Any, Any]) -> Any:
-    rest = started(coro)
-    return await rest if rest is not None else None
 
 
 async def _rest(coro: Coroutine[Any, Any, Any], waiting_on: Any) -> Any:
@@ -97,7 +95,7 @@ async def _rest(coro: Coroutine[Any, Any, Any], waiting_on: Any) -> Any:
                 if not (asyncio.isfuture(waiting_on) and waiting_on.cancelled()):
                     waiting_on = coro.throw(asyncio.CancelledError())
                     continue
-            except BaseException:  # noqa: BLE001 - the coroutine reads the future's own exception below
+            except Exception:  # noqa: BLE001 - the coroutine reads the future's own exception below
                 pass
             waiting_on = coro.send(None)
     except StopIteration as stop:
