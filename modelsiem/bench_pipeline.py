@@ -38,8 +38,8 @@ from confluent_kafka import Consumer, TopicPartition
 
 from connectors.kafka import ensure_topics, producer
 from detectors.registry import build
-from modelsiem.scenarios import simulate
 from modelsiem.children import stop
+from modelsiem.scenarios import simulate
 from modelsiem.settings import Settings, settings_with
 
 
