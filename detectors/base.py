@@ -170,6 +170,12 @@ class Detector(ABC):
         """Labelled positive and negative cases, run with default parameters."""
 
 
+def has_standard_key(detector: Detector) -> bool:
+    """Whether a detector keeps :meth:`Detector.key`: its key is then its partition value (with the model),
+    for the event kinds it takes, so detectors with the same partition key share it."""
+    return type(detector).key is Detector.key
+
+
 def partition_value(kind: PartitionKey, event: AnyEvent) -> str | None:
     """The value an event is partitioned by for one kind of key, or None when it has none.
 

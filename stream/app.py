@@ -31,14 +31,14 @@ from __future__ import annotations
 import logging
 import ssl
 from collections import defaultdict
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from typing import Any
 
 import faust
 import orjson
 
 from connectors.kafka import DEADLETTER_MAX_BYTES, Outbox, deadletter_headers
-from detectors.base import AnyEvent, Detector, PartitionKey, partition_value
+from detectors.base import AnyEvent, Detector, PartitionKey, has_standard_key, partition_value
 from modelsiem.settings import KafkaSettings, Settings
 from stream.checkpoint import CheckpointSensor, CheckpointStore
 from stream.consumer import Transport
@@ -148,6 +148,7 @@ def create_app(settings: Settings, detectors: list[Detector], partitions: int) -
         for key, group in by_key.items()
     }
     route_lanes = {key: lane(group, {topic.get_topic_name()}) for key, (topic, group) in routes.items()}
+    takes = {key: _taker(group) for key, (_, group) in routes.items()}
     lanes = [inline, *route_lanes.values()]
     app.sensors.add(CheckpointSensor([each.store for each in lanes], deliver=outbox.flush))
 
@@ -202,7 +203,7 @@ def create_app(settings: Settings, detectors: list[Detector], partitions: int) -
                     continue
                 for key, (_, group) in routes.items():
                     value = partition_value(key, event)
-                    if value is not None and any(d.key(event) for d in group):
+                    if value is not None and takes[key](event):
                         # The source position travels along: a re-delivered event forwarded twice is applied once.
                         forward[(key, f"{event.model.name}\x1f{value}".encode())].append(
                             [raw.topic, raw.partition, raw.offset, event.kind, (raw.value or b"").decode()])
@@ -225,6 +226,20 @@ class _Lane:
     def forget(self, partitions: set[int]) -> None:
         self.store.forget(partitions)
         self.engine.forget(partitions)
+
+
+def _taker(group: list[Detector]) -> Callable[[AnyEvent], bool]:
+    """Whether any detector of a route takes an event that has a value of the route's key.
+
+    Detectors with the standard key take such an event by its kind alone; the others are asked.
+    """
+    kinds = frozenset().union(*(d.meta.event_kinds for d in group if has_standard_key(d)))
+    custom = [d for d in group if not has_standard_key(d)]
+
+    def takes(event: AnyEvent) -> bool:
+        return event.kind in kinds or any(d.key(event) for d in custom)
+
+    return takes
 
 
 def _chunks(items: list[list[Any]], max_bytes: int) -> list[list[list[Any]]]:

@@ -35,6 +35,7 @@ from detectors.base import State
 
 log = logging.getLogger("modelsiem.worker")
 _GONE = None  # a deleted key, to be written as a tombstone
+_CLEAN = object()  # a key not changed since the last checkpoint
 # Sends one changelog record: (topic, partition, key, value or None for a tombstone).
 Send = Callable[[str, int, bytes, bytes | None], None]
 
@@ -66,10 +67,8 @@ class CheckpointStore:
 
     # -- the engine's StateStore protocol, for the selected partition
     def get(self, detector_id: str, key: str) -> State | None:
-        dirty = self.dirty[self.partition]
-        if (detector_id, key) in dirty:
-            return dirty[(detector_id, key)]
-        return self.tables[detector_id].data.get(key)
+        record = self.dirty[self.partition].get((detector_id, key), _CLEAN)
+        return self.tables[detector_id].data.get(key) if record is _CLEAN else record
 
     def put(self, detector_id: str, key: str, record: State) -> None:
         self.dirty[self.partition][(detector_id, key)] = record

@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Protocol
 
-from detectors.base import SEVERITY_RANK, AnyEvent, Detector, Finding, State
+from detectors.base import SEVERITY_RANK, AnyEvent, Detector, Finding, State, has_standard_key
 from stream.alerts import alert_id, build_alert
 
 
@@ -112,23 +112,46 @@ class _Recency:
 
     def touch(self, key: str, when: float) -> None:
         seen = self.seen
-        old = seen.pop(key, None)  # popped and re-inserted: the key moves to the end
-        seen[key] = when if old is None or when > old else old
+        old = seen.get(key)
+        if old is None:
+            seen[key] = when
+        else:
+            seen.move_to_end(key)
+            if when > old:
+                seen[key] = when
 
     def evict(self, now: float, ttl: float, max_keys: int) -> Sequence[str]:
         """Keys idle for ``ttl``, and the oldest beyond ``max_keys``: they are to be deleted."""
         # The usual case, checked first since it runs per detector and event: the least
         # recently active key is neither idle nor beyond the bound, so nothing goes.
-        if not self.seen or (len(self.seen) <= max_keys and next(iter(self.seen.values())) > now - ttl):
+        seen = self.seen
+        if not seen or (len(seen) <= max_keys and next(iter(seen.values())) > now - ttl):
             return ()
         gone = []
-        while self.seen:
-            key, when = next(iter(self.seen.items()))
-            if when > now - ttl and len(self.seen) <= max_keys:
+        while seen:
+            key, when = next(iter(seen.items()))
+            if when > now - ttl and len(seen) <= max_keys:
                 break
-            del self.seen[key]
+            del seen[key]
             gone.append(key)
         return gone
+
+
+def _plan(detectors: list[Detector]) -> list[tuple[Detector, str, int, int]]:
+    """Per detector of one event kind: itself, its id, its version, and the index of an earlier one
+    whose key it shares (-1 if none), so that a key several detectors are partitioned by is computed once.
+
+    Detector.key returns None for the kinds a detector does not take, so the plan of a kind
+    leaves them out without asking.
+    """
+    plan = []
+    for i, detector in enumerate(detectors):
+        same = -1
+        if has_standard_key(detector):
+            same = next((j for j, d in enumerate(detectors[:i])
+                         if has_standard_key(d) and d.partition_key == detector.partition_key), -1)
+        plan.append((detector, detector.meta.id, detector.meta.version, same))
+    return plan
 
 
 class Engine:
@@ -142,27 +165,26 @@ class Engine:
         clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
     ) -> None:
         self.detectors = list(detectors)
-        # Per event kind, the detectors that take it: Detector.key returns None for the other
-        # kinds anyway, so they are skipped without asking.
-        self._by_kind: dict[str, list[Detector]] = {
-            kind: [d for d in self.detectors if kind in d.meta.event_kinds] for kind in ("inference", "feedback")
-        }
+        self._plans = {kind: _plan([d for d in self.detectors if kind in d.meta.event_kinds])
+                       for kind in ("inference", "feedback")}
         self.growth = growth
         self.naming_growth = naming_growth
         self.max_keys = max_keys
         self.clock = clock
-        self._recency: dict[tuple[str, int], _Recency] = {}
+        # By partition, then detector id.
+        self._recency: dict[int, dict[str, _Recency]] = {}
 
     def forget(self, partitions: set[int]) -> None:
         """Partitions moved to another worker: drop their recency index (rebuilt if they come back)."""
-        for slot in [slot for slot in self._recency if slot[1] in partitions]:
-            del self._recency[slot]
+        for partition in partitions:
+            self._recency.pop(partition, None)
 
     def _recency_of(self, store: StateStore, detector_id: str, partition: int) -> _Recency:
         """The recency index of a partition, rebuilt from the store the first time (after a restart)."""
-        recency = self._recency.get((detector_id, partition))
+        by_detector = self._recency.setdefault(partition, {})
+        recency = by_detector.get(detector_id)
         if recency is None:
-            recency = self._recency[(detector_id, partition)] = _Recency()
+            recency = by_detector[detector_id] = _Recency()
             restored = [
                 (record.get("seen", 0.0), key)
                 for key, record in store.items(detector_id)
@@ -186,16 +208,17 @@ class Engine:
         step = Step()
         now = event.epoch
         slot = position.slot if position is not None else None
-        for detector in self._by_kind.get(event.kind, ()):
-            key = detector.key(event)
+        recencies = self._recency.get(partition) or {}
+        keys: list[str | None] = []
+        for detector, detector_id, version, same_key_as in self._plans.get(event.kind, ()):
+            key = detector.key(event) if same_key_as < 0 else keys[same_key_as]
+            keys.append(key)
             if key is None:
                 continue
-            meta = detector.meta
-            detector_id = meta.id
             record = store.get(detector_id, key) or {"state": detector.new_state(), "pos": {}, "alerts": {}}
-            if record.get("v") != meta.version:
+            if record.get("v") != version:
                 # State restored from an older version of the detector has another shape: start it afresh.
-                record["state"], record["v"] = detector.new_state(), meta.version
+                record["state"], record["v"] = detector.new_state(), version
             if position is not None:
                 if record["pos"].get(slot, -1) >= position.offset:
                     continue
@@ -205,11 +228,9 @@ class Engine:
             record["part"] = partition
             for finding in detector.update(record["state"], event):
                 self._revise(detector, record["alerts"], finding, event, step)
-            # Put back, not only mutated: a faust table writes its changelog on assignment.
+            # Put back, not only mutated: the store keeps track of what changed.
             step.records.append((detector_id, key, record))
-            recency = self._recency.get((detector_id, partition))
-            if recency is None:
-                recency = self._recency_of(store, detector_id, partition)
+            recency = recencies.get(detector_id) or self._recency_of(store, detector_id, partition)
             recency.touch(key, seen)
             gone = recency.evict(now, detector.state_ttl, self.max_keys)
             if gone:

@@ -105,3 +105,24 @@ def test_state_of_an_older_detector_version_starts_afresh() -> None:
     alerts, store = run(engine, flood(300, start=1.0, prefix="g"), store)
     assert store.get("query_rate", "spam-filter\x1fkey-1")["v"] == QueryRateDetector.meta.version
     assert alerts  # the flood is still detected, on fresh state
+
+
+class _ByTenant(QueryRateDetector):
+    """A detector with its own key (a plugin may override Detector.key): it must not share the principal's."""
+
+    def key(self, event):
+        return f"tenant\x1f{event.principal.tenant}"
+
+
+def test_detectors_share_the_standard_key_but_one_with_its_own_key_keeps_it() -> None:
+    class Twin(QueryRateDetector):
+        meta = QueryRateDetector.meta.model_copy(update={"id": "query_rate_twin"})
+
+    class Tenant(_ByTenant):
+        meta = QueryRateDetector.meta.model_copy(update={"id": "query_rate_tenant"})
+
+    engine = Engine([QueryRateDetector(), Tenant(), Twin()])
+    _, store = run(engine, [inference("a", 0, principal="p", principal_fields={"tenant": "acme"})])
+    assert [k for k, _ in store.items("query_rate")] == ["spam-filter\x1fp"]
+    assert [k for k, _ in store.items("query_rate_twin")] == ["spam-filter\x1fp"]
+    assert [k for k, _ in store.items("query_rate_tenant")] == ["tenant\x1facme"]

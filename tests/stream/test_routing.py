@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import orjson
 
-from stream.app import _chunks, _routed
+from detectors.feedback_drift import FeedbackDriftDetector
+from detectors.testing import feedback, inference
+from stream.app import _chunks, _routed, _taker
 from stream.engine import Position
 from stream.skipped import Raw
 
@@ -26,3 +28,14 @@ def test_routed_messages_are_split_by_size_and_a_large_event_travels_alone():
     items = [["t", 0, n, "x" * size] for n, size in enumerate([400, 400, 300, 2000, 100])]
     chunks = _chunks(items, 1000)
     assert [[item[2] for item in chunk] for chunk in chunks] == [[0, 1], [2], [3], [4]]
+
+
+def test_a_route_takes_the_event_kinds_of_its_detectors_and_asks_those_with_their_own_key():
+    class OnlyVip(FeedbackDriftDetector):
+        def key(self, event):
+            return event.model.name if event.principal.id == "vip" else None
+
+    standard = _taker([FeedbackDriftDetector()])
+    assert standard(feedback("f", 0, principal="p")) and not standard(inference("i", 0))
+    custom = _taker([OnlyVip()])
+    assert custom(feedback("f", 0, principal="vip")) and not custom(feedback("f", 0, principal="other"))
