@@ -200,3 +200,44 @@ def test_the_app_runs_without_faust_s_statistics_monitor(consumer):
     app.on_init_dependencies()  # where faust adds its monitor to the sensors
     assert app.monitor not in set(app.sensors)
     app.on_init_dependencies()  # and again, harmlessly
+
+
+class _Hook:
+    """A sensor with the hook the consumer awaits between choosing offsets and committing them."""
+
+    def __init__(self, log: list[str], meanwhile: Any = lambda: None) -> None:
+        self.log, self.meanwhile = log, meanwhile
+
+    async def on_offsets_chosen(self) -> None:
+        self.log.append("hook")
+        await asyncio.sleep(0.01)  # records travelling: the commit waits for them
+        self.meanwhile()  # and events go on being processed
+        self.log.append("hook done")
+
+
+def _acknowledge(consumer: Consumer, offset: int) -> None:
+    consumer._acked[TP0].append(offset)
+    consumer._acked_index[TP0].add(offset)
+
+
+def test_offsets_are_chosen_before_the_sensors_turn_and_committed_after_it(consumer):
+    log: list[str] = []
+    consumer.app.sensors.add(_Hook(log, meanwhile=lambda: _acknowledge(consumer, 13)))
+    consumer._committed_offset[TP0] = 10
+    consumer._acked[TP0], consumer._acked_index[TP0] = [10, 11, 12], {10, 11, 12}
+
+    async def commit_offsets(offsets: dict[TP, int], start_new_transaction: bool = True) -> bool:
+        log.append(f"commit {offsets}")
+        return True
+
+    consumer._commit_offsets = commit_offsets
+    assert consumer.app.loop.run_until_complete(consumer._commit_tps([TP0], start_new_transaction=True))
+    # 13, acknowledged while the sensor's records travelled, waits for the next commit.
+    assert log == ["hook", "hook done", f"commit {({TP0: 13})}"] and consumer._acked[TP0] == [13]
+
+
+def test_the_sensors_get_their_turn_when_there_is_no_offset_to_commit(consumer):
+    log: list[str] = []
+    consumer.app.sensors.add(_Hook(log))
+    assert not consumer.app.loop.run_until_complete(consumer._commit_tps([TP0], start_new_transaction=True))
+    assert log == ["hook", "hook done"]
