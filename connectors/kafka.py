@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections.abc import Iterable
-from functools import partial
 from typing import Any
 
 import orjson
@@ -117,9 +115,9 @@ def publish_events(settings: Settings, events: Iterable[dict[str, Any]]) -> int:
 
 
 class Outbox:
-    """What the worker sends (alerts, quarantine and dead-letter records, state checkpoints), delivered on demand.
+    """What the worker sends (alerts, quarantine and dead-letter records, state checkpoints), flushed on demand.
 
-    The worker enqueues and moves on; :meth:`delivered` is awaited before detector
+    The worker enqueues and moves on; :meth:`flush` is called before detector
     state is checkpointed, so a record is on the broker before the state that
     produced it is saved (a crash in between re-applies the event and re-sends
     the record under the same key, which consumers de-duplicate), and after.
@@ -128,48 +126,34 @@ class Outbox:
     def __init__(self, settings: Settings) -> None:
         self._producer = producer(settings, **{"linger.ms": 5})
         self._errors: list[str] = []
-        self._sent = 0
-        # Sequence numbers of the records not yet on the broker, oldest first.
-        self._pending: dict[int, None] = {}
 
-    def _on_delivery(self, seq: int, err: KafkaError | None, _msg: object) -> None:
-        del self._pending[seq]
+    def _on_delivery(self, err: KafkaError | None, _msg: object) -> None:
         if err is not None:
             self._errors.append(str(err))
 
     def send(self, topic: str, key: bytes | None, value: bytes | None,
              headers: list[tuple[str, bytes]] | None = None, partition: int = -1) -> None:
         """Enqueue a record; ``partition`` -1 lets the key choose it."""
-        self._sent += 1
-        self._pending[self._sent] = None
-        on_delivery = partial(self._on_delivery, self._sent)
         while True:
             try:
                 self._producer.produce(topic, value=value, key=key, headers=headers, partition=partition,
-                                       on_delivery=on_delivery)
+                                       on_delivery=self._on_delivery)
                 break
             except BufferError:  # local queue full: wait for deliveries to make room
                 self._producer.poll(0.1)
         self._producer.poll(0)
 
-    async def delivered(self, poll_every: float = 0.002) -> None:
-        """Return once every record sent so far is on the broker; raise if one failed.
+    def flush(self) -> None:
+        """Block until every record sent so far is on the broker; raise if one failed.
 
-        The event loop goes on meanwhile (the worker keeps processing events;
-        what they send is not waited for). While Kafka is away this waits
-        (nothing downstream can progress anyway); a record fails only after
-        librdkafka's ``message.timeout.ms`` (5 minutes), and then the worker
-        stops rather than save state past it.
+        While Kafka is away this waits (nothing downstream can progress
+        anyway); a record fails only after librdkafka's ``message.timeout.ms``
+        (5 minutes), and then the worker stops rather than save state past it.
         """
-        through = self._sent
-        warn_at = time.monotonic() + 10
-        while self._pending and next(iter(self._pending)) <= through and not self._errors:
-            self._producer.poll(0)
-            await asyncio.sleep(poll_every)
-            if time.monotonic() > warn_at:
-                warn_at += 10
-                log.warning("waiting for Kafka to take %d records (alerts, quarantine, dead letters, state)",
-                            len(self._pending))
+        while remaining := self._producer.flush(10):
+            if self._errors:
+                break
+            log.warning("waiting for Kafka to take %d records (alerts, quarantine, dead letters, state)", remaining)
         if self._errors:
             errors, self._errors = self._errors[:3], []
             raise KafkaException(f"records not delivered ({errors}); stopping before saving state past them")

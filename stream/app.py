@@ -13,13 +13,13 @@ Flow (one consumer group, any number of workers):
 - Detector state lives in one faust table per detector, backed by a compacted
   changelog topic: a restarted worker (or the one that takes its partitions
   over) restores it before it processes anything. Changed records are
-  checkpointed at each offset commit, taken as the offsets are chosen and on
-  the broker before they are committed, so committed offsets never run ahead
-  of the saved state; see ``stream.checkpoint``. Alerts, quarantine records
-  (the feedback event ids of a poisoning campaign), dead-letter records and the
-  checkpoints themselves go through an outbox whose records are delivered
-  before a checkpoint is written, so they reach the broker before the state
-  that produced them is saved; see ``connectors.kafka.Outbox``.
+  checkpointed to the changelog at each offset commit, before the offsets are
+  chosen, so committed offsets never run ahead of the saved state; see
+  ``stream.checkpoint``. Alerts, quarantine records (the feedback event ids of
+  a poisoning campaign), dead-letter records and the checkpoints themselves go
+  through an outbox that is flushed before each checkpoint, so records reach
+  the broker before the state that produced them is saved, and after it, so
+  the state is saved before the offsets past it; see ``connectors.kafka.Outbox``.
 - Messages faust skips during a rebalance are read back; see ``stream.skipped``.
 
 The app is built by :func:`create_app` (no module-level app, no import-time
@@ -125,12 +125,13 @@ def create_app(settings: Settings, detectors: list[Detector], partitions: int) -
     app = new_app(settings, partitions)
     kinds: dict[str, Kind] = {t.inference: "inference", t.feedback: "feedback"}
     outbox = Outbox(settings)
-    checkpoints = CheckpointSensor(outbox)
-    app.sensors.add(checkpoints)
     skipped = SkippedOffsets(settings.kafka)
     by_key: dict[PartitionKey, list[Detector]] = defaultdict(list)
     for d in detectors:
         by_key[d.partition_key].append(d)
+
+    def changelog(topic: str, partition: int, key: bytes, value: bytes | None) -> None:
+        outbox.send(topic, key, value, partition=partition)
 
     def lane(group: list[Detector], topics: set[str]) -> _Lane:
         tables = {
@@ -138,9 +139,7 @@ def create_app(settings: Settings, detectors: list[Detector], partitions: int) -
                                  extra_topic_configs={"max.message.bytes": str(DEADLETTER_MAX_BYTES)})
             for d in group  # keys and values go to the changelog as JSON
         }
-        store = CheckpointStore(tables, topics, checkpoints.keep)
-        checkpoints.stores.append(store)
-        return _Lane(Engine(group, max_keys=settings.max_keys), store)
+        return _Lane(Engine(group, max_keys=settings.max_keys), CheckpointStore(tables, topics, changelog))
 
     inline = lane(by_key.pop("principal", []), {t.inference, t.feedback})
     routes = {
@@ -151,6 +150,7 @@ def create_app(settings: Settings, detectors: list[Detector], partitions: int) -
     route_lanes = {key: lane(group, {topic.get_topic_name()}) for key, (topic, group) in routes.items()}
     takes = {key: _taker(group) for key, (_, group) in routes.items()}
     lanes = [inline, *route_lanes.values()]
+    app.sensors.add(CheckpointSensor([each.store for each in lanes], deliver=outbox.flush))
 
     def deadletter(raw: Raw, reason: str, stage: str) -> None:
         outbox.send(t.deadletter, raw.key, raw.value,
@@ -170,7 +170,7 @@ def create_app(settings: Settings, detectors: list[Detector], partitions: int) -
             outbox.send(t.alerts, alert["event"]["id"].encode(), orjson.dumps(alert))
         for record in step.quarantine:
             outbox.send(t.quarantine, record["event_id"].encode(), orjson.dumps(record))
-        step.save(lane.store)  # checkpointed only after the outbox has delivered: see CheckpointSensor
+        step.save(lane.store)  # checkpointed only after the outbox is flushed: see CheckpointSensor
 
     async def batches(stream: faust.StreamT) -> AsyncIterator[list[Raw]]:
         """The stream in batches (faust's cost is per await, not per event), holes filled; acked after use."""

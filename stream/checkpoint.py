@@ -3,15 +3,13 @@
 Writing a key's whole record to the changelog on every event makes Kafka carry
 each state as many times as it has events, and serialising large records
 (a cohort's) dominates the worker. So changed records are written once per
-offset commit instead: :class:`CheckpointSensor` hears faust begin a commit
-and takes every changed record before faust chooses the offsets to commit
-(synchronously, so no event slips in between); faust commits them only once
-the broker has the records. Committed offsets therefore never run ahead of the
-checkpointed state: a crash, a restart or a rebalance re-delivers exactly the
-events whose effect was not checkpointed, and the records' positions (see
-``stream.engine``) skip those that were. The worker does not wait for the
-records: it goes on processing events while they travel, since a wait of a
-few hundred milliseconds at each commit was the worker's slowest alerts.
+offset commit instead: :class:`CheckpointSensor` hears faust begin a commit,
+and writes every changed record before faust computes the offsets to commit
+(synchronously, so no event slips in between), waiting until the broker has
+them. Committed offsets therefore never run ahead of the checkpointed state: a
+crash, a restart or a rebalance re-delivers exactly the events whose effect was
+not checkpointed, and the records' positions (see ``stream.engine``) skip
+those that were.
 
 The records go through the worker's confluent-kafka producer, not faust's:
 faust sends one message at a time from Python and makes the agents wait while
@@ -26,10 +24,9 @@ which are also the changelog partitions of the keys read from them.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Callable, Iterable
-from typing import Any, Protocol
+from typing import Any
 
 import orjson
 from faust.sensors import Sensor
@@ -50,8 +47,8 @@ def _json(value: Any) -> bytes:
 class CheckpointStore:
     """The engine's state store over faust tables, one per detector, with write-behind.
 
-    ``send`` hands a changelog record of a checkpoint to the sensor, which
-    writes it before faust commits.
+    ``send`` puts a changelog record in the worker's outbox; the sensor waits
+    for its delivery before faust commits.
     """
 
     def __init__(self, tables: dict[str, Any], topics: set[str], send: Send,
@@ -87,7 +84,7 @@ class CheckpointStore:
         return [(k, v) for k, v in merged.items() if v is not None]
 
     def checkpoint(self, assigned: set[int]) -> None:
-        """Send every changed record of the ``assigned`` partitions, for its changelog."""
+        """Send every changed record of the ``assigned`` partitions to its changelog (buffered)."""
         for partition in list(self.dirty):
             changes = self.dirty.pop(partition)
             if partition not in assigned:
@@ -114,47 +111,24 @@ class CheckpointStore:
             self.dirty.pop(partition, None)
 
 
-class Outbox(Protocol):
-    def send(self, topic: str, key: bytes | None, value: bytes | None, partition: int = -1) -> None: ...
-
-    async def delivered(self) -> None: ...
-
-
 class CheckpointSensor(Sensor):  # type: ignore[misc]
-    """Checkpoints the stores when faust begins an offset commit; writes the checkpoint before the offsets.
+    """Checkpoints the stores when faust begins an offset commit, before it picks the offsets.
 
-    :meth:`on_commit_initiated` takes the checkpoint (every changed record,
-    serialised) synchronously, so that no event is applied between it and
-    faust choosing the offsets to commit. :meth:`on_offsets_chosen`, awaited by
-    ``stream.consumer.Consumer`` before it commits them, writes it: once
-    everything sent so far is on the broker (what the checkpointed state
-    produced, alerts..., is never lost behind state that says it was sent),
-    then the checkpoint itself, delivered too (the state is saved before the
-    offsets past it). Events go on being processed while the records travel;
-    their changes belong to the next checkpoint.
+    ``deliver`` must block until everything sent so far is on the broker. It
+    is called first, so that what the checkpointed state produced (alerts...)
+    is never lost behind state that says it was sent, and again after the
+    checkpoint, so that the state is saved before the offsets past it.
     """
 
-    def __init__(self, outbox: Outbox) -> None:
+    def __init__(self, stores: list[CheckpointStore], deliver: Callable[[], None] = lambda: None) -> None:
         super().__init__()
-        self.outbox = outbox
-        self.stores: list[CheckpointStore] = []
-        self.taken: list[tuple[str, int, bytes, bytes | None]] = []
-        self._writing = asyncio.Lock()  # checkpoints reach the changelog in the order they were taken
-
-    def keep(self, topic: str, partition: int, key: bytes, value: bytes | None) -> None:
-        """The stores' ``send``: a changelog record of the checkpoint being taken."""
-        self.taken.append((topic, partition, key, value))
+        self.stores = stores
+        self.deliver = deliver
 
     def on_commit_initiated(self, consumer: Any) -> Any:
+        self.deliver()
         assignment = consumer.assignment()
         for store in self.stores:
             store.checkpoint({tp.partition for tp in assignment if tp.topic in store.topics})
+        self.deliver()
         return None
-
-    async def on_offsets_chosen(self) -> None:
-        async with self._writing:
-            records, self.taken = self.taken, []
-            await self.outbox.delivered()
-            for topic, partition, key, value in records:
-                self.outbox.send(topic, key, value, partition=partition)
-            await self.outbox.delivered()

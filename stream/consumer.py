@@ -25,11 +25,6 @@ joined or left:
   ends a run, so the committed offset crept forward one offset per commit
   (2.8 s). Here the list is made sorted and unique before faust reads it.
 
-And one hook: faust chooses the offsets of a commit and commits them in one
-go; here sensors get a turn in between (``on_offsets_chosen``), where the
-checkpoint sensor (``stream.checkpoint``) waits for its records to reach the
-broker without holding up the event loop.
-
 And one cost: faust hands each fetched message to its streams through
 ``Service.wait_first`` (four tasks and an ``asyncio.wait`` per message, so
 that a hand-over blocked on a full buffer gives up when the flow stops at a
@@ -42,10 +37,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Coroutine, Iterable
+from collections.abc import Awaitable, Coroutine
 from typing import Any
 
-from faust.exceptions import ProducerSendError
 from faust.transport.consumer import CONSUMER_FETCHING
 from faust.transport.drivers import aiokafka
 from faust.types import TP
@@ -172,27 +166,6 @@ class Consumer(aiokafka.Consumer):  # type: ignore[misc]
                 raise
         finally:
             self.diag.unset_flag(CONSUMER_FETCHING)
-
-    async def _commit_tps(self, tps: Iterable[TP], start_new_transaction: bool) -> bool:
-        """faust's ``Consumer._commit_tps``, giving the sensors a turn between choosing the offsets and committing.
-
-        A sensor's ``on_offsets_chosen`` coroutine is awaited with the offsets
-        chosen but not yet committed, even when there are none to commit; the
-        checkpoint sensor writes there what it took when the commit began.
-        """
-        commit_offsets = self._filter_committable_offsets(tps)
-        for sensor in list(self.app.sensors):
-            hook = getattr(sensor, "on_offsets_chosen", None)
-            if hook is not None:
-                await hook()
-        if not commit_offsets:
-            return False
-        try:
-            await self._handle_attached(commit_offsets)  # faust's own messages attached to these offsets
-        except ProducerSendError as exc:
-            await self.crash(exc)
-            return False
-        return await self._commit_offsets(commit_offsets, start_new_transaction=start_new_transaction)
 
     def _new_offset(self, tp: TP) -> Any:
         acked = self._acked[tp]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from types import SimpleNamespace
 from typing import Any
 
@@ -74,59 +73,12 @@ def test_a_record_over_the_size_limit_is_kept_in_memory_but_not_sent(caplog: Any
     assert 'key "huge\\n%s" is' in caplog.text  # the key is quoted, never a format string or a line break
 
 
-class _Outbox:
-    """Records what the sensor does with the outbox, in order."""
-
-    def __init__(self, waits: tuple[float, ...] = ()) -> None:
-        self.log: list[str] = []
-        self.waits = list(waits)  # how long each delivery takes, in turn (then none)
-
-    def send(self, topic: str, key: bytes | None, value: bytes | None, partition: int = -1) -> None:
-        self.log.append(f"send {topic}[{partition}] {key!r}")
-
-    async def delivered(self) -> None:
-        await asyncio.sleep(self.waits.pop(0) if self.waits else 0)  # other tasks run while records travel
-        self.log.append("delivered")
-
-
-def _sensor(waits: tuple[float, ...] = ()) -> tuple[CheckpointSensor, CheckpointStore, _Outbox]:
-    outbox = _Outbox(waits)
-    sensor = CheckpointSensor(outbox)
-    store = CheckpointStore({"rate": _Table("rate")}, {"events"}, sensor.keep)
-    sensor.stores.append(store)
-    return sensor, store, outbox
-
-
-def test_the_sensor_takes_the_checkpoint_at_once_and_writes_it_between_two_deliveries() -> None:
-    sensor, store, outbox = _sensor()
+def test_the_sensor_delivers_records_before_and_the_checkpoint_after_writing_state() -> None:
+    store, sent = _store()
+    calls: list[str] = []
+    sensor = CheckpointSensor([store], deliver=lambda: calls.append(f"deliver after {len(sent)} records"))
     store.at(0)
     store.put("rate", "k", {"state": {}})
     consumer = SimpleNamespace(assignment=lambda: {TP("events", 0)})
     sensor.on_commit_initiated(consumer)
-    assert outbox.log == [] and store.tables["rate"].data == {"k": {"state": {}}}  # taken, not yet sent
-    store.at(0)
-    store.put("rate", "later", {"state": {}})  # an event applied after the offsets were chosen
-    asyncio.run(sensor.on_offsets_chosen())
-    # What the state produced is on the broker before the state; the state before the offsets.
-    assert outbox.log == ["delivered", "send rate-changelog[0] b'\"k\"'", "delivered"]
-
-
-def test_checkpoints_reach_the_changelog_in_the_order_they_were_taken() -> None:
-    sensor, store, outbox = _sensor(waits=(0.05,))  # the first delivery is slow
-    consumer = SimpleNamespace(assignment=lambda: {TP("events", 0)})
-
-    async def two_commits() -> None:
-        store.at(0)
-        store.put("rate", "first", {"state": {}})
-        sensor.on_commit_initiated(consumer)
-        first = asyncio.ensure_future(sensor.on_offsets_chosen())
-        await asyncio.sleep(0)  # the first is waiting for its delivery when the second is taken
-        store.at(0)
-        store.put("rate", "second", {"state": {}})
-        sensor.on_commit_initiated(consumer)
-        await asyncio.gather(first, sensor.on_offsets_chosen())
-
-    asyncio.run(two_commits())
-    sends = [line for line in outbox.log if line.startswith("send")]
-    assert sends == ["send rate-changelog[0] b'\"first\"'", "send rate-changelog[0] b'\"second\"'"]
-    assert outbox.log[-1] == "delivered"
+    assert calls == ["deliver after 0 records", "deliver after 1 records"]
