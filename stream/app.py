@@ -201,9 +201,9 @@ def create_app(settings: Settings, detectors: list[Detector], partitions: int) -
                     log.warning("dead-lettered %s[%d]@%d: %s", raw.topic, raw.partition, raw.offset, event.reason)
                     deadletter(raw, event.reason, "decode")
                     continue
-                for key, (_, group) in routes.items():
+                for key, takes_event in takes.items():
                     value = partition_value(key, event)
-                    if value is not None and takes[key](event):
+                    if value is not None and takes_event(event):
                         # The source position travels along: a re-delivered event forwarded twice is applied once.
                         forward[(key, f"{event.model.name}\x1f{value}".encode())].append(
                             [raw.topic, raw.partition, raw.offset, event.kind, (raw.value or b"").decode()])
