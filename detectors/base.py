@@ -14,21 +14,36 @@ A detector is one class in one file. It declares
 - ``examples()``: labelled event sequences that must and must not alert, which
   the conformance suite replays for every installed detector.
 
+Two options serve detectors that group accounts (see ``detectors.extraction_groups``):
+
+- ``compares_peers``: the detector judges a key against its peers, the other
+  keys of its model on the same partition (a sample of the model's traffic,
+  since keys hash evenly over partitions; all of it on one partition). The
+  engine then keeps one more state per model and partition, made by
+  ``new_peers()``, and calls ``update(state, event, peers)``.
+- ``meta.building_block``: the detector raises no alerts; its findings become
+  signals (``stream.signals``) for the detectors that take the ``"signal"``
+  kind, which correlate them into alerts.
+
 Windows use the event's own timestamp, never the wall clock, so that a replay
 of a file raises the same alerts as the live stream.
 """
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from datetime import date
+from functools import lru_cache
 from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, HttpUrl, model_validator
 
-from stream.events import FeedbackEvent, InferenceEvent
+from stream.events import FeedbackEvent, InferenceEvent, cache_short_strings
+from stream.signals import Signal
 
 Severity = Literal["low", "medium", "high", "critical"]
 # Elastic Security's numeric severities, and the risk-score band of each.
@@ -42,9 +57,9 @@ RISK_BANDS: dict[str, tuple[int, int]] = {
 SEVERITY_RANK: dict[str, int] = {"low": 0, "medium": 1, "high": 2, "critical": 3}
 
 # What a detector's state can be keyed by; see partition_value.
-PartitionKey = Literal["principal", "fingerprint", "origin", "model", "ip_prefix", "tenant"]
-EventKind = Literal["inference", "feedback"]
-AnyEvent = InferenceEvent | FeedbackEvent
+PartitionKey = Literal["principal", "fingerprint", "origin", "model", "ip_prefix", "cohort", "tenant"]
+EventKind = Literal["inference", "feedback", "signal"]
+AnyEvent = InferenceEvent | FeedbackEvent | Signal
 State = dict[str, Any]
 
 
@@ -79,6 +94,8 @@ class DetectorMeta(BaseModel):
     references: tuple[HttpUrl, ...] = Field(min_length=1)
     false_positives: tuple[str, ...] = Field(min_length=1)
     triage: str = Field(min_length=20, description="What the analyst should check first.")
+    building_block: bool = Field(default=False, description="Its findings are signals for other detectors, "
+                                 "not alerts (see stream.signals).")
 
     @model_validator(mode="after")
     def _consistent(self) -> DetectorMeta:
@@ -137,6 +154,8 @@ class Detector(ABC):
     state_ttl: ClassVar[float] = 24 * 3600.0
     # Findings on one subject this close in event time update one alert; a longer silence opens a new one.
     episode_gap: ClassVar[float] = 3600.0
+    # Set to get update(state, event, peers): see the module docstring.
+    compares_peers: ClassVar[bool] = False
 
     class Params(BaseModel):
         model_config = ConfigDict(extra="forbid", frozen=True)
@@ -164,6 +183,10 @@ class Detector(ABC):
     def update(self, state: State, event: AnyEvent) -> Iterable[Finding]:
         """Learn from one event (mutating ``state``) and return what it raised."""
 
+    def new_peers(self) -> State:
+        """A fresh, JSON-able state shared by a model's keys on one partition (``compares_peers`` only)."""
+        return {}
+
     @classmethod
     @abstractmethod
     def examples(cls) -> list[Example]:
@@ -184,14 +207,19 @@ def partition_value(kind: PartitionKey, event: AnyEvent) -> str | None:
     >>> partition_value("ip_prefix", e), partition_value("fingerprint", e)
     ('203.0.113.0/24', 'fp-1')
     """
-    if kind == "principal":
-        return event.principal.id
     if kind == "model":
         return event.model.name
+    if isinstance(event, Signal):
+        return None
+    if kind == "principal":
+        return event.principal.id
     if kind == "tenant":
         return event.principal.tenant
     if kind == "ip_prefix":
         return ip_prefix(event.principal.ip) if event.principal.ip else None
+    if kind == "cohort":
+        created = event.principal.created_at
+        return None if created is None else cohort(event.principal.user_agent or "", created.date())
     if not isinstance(event, FeedbackEvent):
         return None
     if kind == "origin":
@@ -199,8 +227,21 @@ def partition_value(kind: PartitionKey, event: AnyEvent) -> str | None:
     return event.item.fingerprint or event.item.origin
 
 
+# Cached: the stdlib parser costs ~10 µs and a stream repeats its callers' addresses.
+@cache_short_strings
 def ip_prefix(ip: str) -> str:
     """The network an address belongs to for grouping: a /24 for IPv4, a /48 for IPv6."""
     address = ipaddress.ip_address(ip)
     bits = 24 if address.version == 4 else 48
     return str(ipaddress.ip_network(f"{address}/{bits}", strict=False))
+
+
+@lru_cache(maxsize=65536)
+def cohort(user_agent: str, created: date) -> str:
+    """The cohort of an account: its client and creation day (Sybil accounts are made in batches with one
+    tool), as a fixed-length id, so that no attacker string becomes a long key.
+
+    >>> cohort("httpx/0.27", date(2026, 1, 1))
+    'c:bc3aef3e468bae95'
+    """
+    return "c:" + hashlib.blake2b(f"{user_agent}\x1f{created.isoformat()}".encode(), digest_size=8).hexdigest()

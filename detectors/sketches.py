@@ -26,15 +26,13 @@ from typing import TypeVar
 
 import numpy as np
 
-from detectors.base import ip_prefix
-from stream.events import InferenceEvent, cache_short_strings
+from stream.events import InferenceEvent
 
 __all__ = [
     "add_sample",
     "answer_margin",
     "any_within",
     "binomial_surprise",
-    "cached_prefix",
     "content_of",
     "opaque_burst",
     "project",
@@ -49,10 +47,6 @@ def add_sample(values: list, value: object, limit: int) -> None:
     """Keep the first ``limit`` distinct values: a bounded sample of ids or addresses for the analyst."""
     if len(values) < limit and value not in values:
         values.append(value)
-
-
-# detectors.base.ip_prefix, cached: the stdlib parser costs ~10 µs and addresses repeat.
-cached_prefix = cache_short_strings(ip_prefix)
 
 
 _T = TypeVar("_T")

@@ -62,7 +62,7 @@ def _timed(work: Callable[[], None]) -> float:
 def _replay(engine: Engine, events: list[AnyEvent]) -> None:
     store = MemoryStore()
     for event in events:
-        engine.process(event, store).save(store)
+        engine.settle(event, store)
 
 
 def bench_detectors(events: int = 200_000, seed: int = 1) -> dict[str, Any]:
@@ -75,7 +75,7 @@ def bench_detectors(events: int = 200_000, seed: int = 1) -> dict[str, Any]:
         for line in raw:
             event = decode(line)
             if not isinstance(event, Rejected):
-                engine.process(event, store).save(store)
+                engine.settle(event, store)
 
     seconds = _timed(full)
     decoded: list[AnyEvent] = []

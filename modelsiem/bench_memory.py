@@ -91,7 +91,11 @@ def flood(detector_ids: list[str], events: int, max_keys: int, partitions: int, 
             part = zlib.crc32(value.encode()) % partitions
             topic = event.kind if key == "principal" else f"route-{key}"
             offsets[topic, part] += 1
-            engine.process(event, store, Position(topic, part, offsets[topic, part])).save(store)
+            step = engine.process(event, store, Position(topic, part, offsets[topic, part]))
+            step.save(store)
+            for signal in step.signals:  # to the lane that correlates them, as the worker routes them
+                for other in engines.values():
+                    other.settle(signal, store)
         for d, n in live().items():
             peak_keys[d] = max(peak_keys[d], n)
 

@@ -124,8 +124,7 @@ def evaluate(lines: Iterable[tuple[int, bytes]], truth: list[Truth], engine: Eng
         for i, members in enumerate(benign_members):
             if who in members:
                 result.benign[i].events += 1
-        step = engine.process(event, store)
-        step.save(store)
+        step = engine.settle(event, store)
         quarantined.update(r["event_id"] for r in step.quarantine)
         for alert in step.alerts:
             alert_id, severity = alert["event"]["id"], alert["event"]["severity"]

@@ -32,7 +32,7 @@ _MAX_RELATED = 5000
 _MAX_LIST = 100
 _SUBJECT_NOUN: dict[PartitionKey, str] = {
     "principal": "principal", "fingerprint": "item", "origin": "origin", "model": "model",
-    "ip_prefix": "network", "tenant": "tenant",
+    "ip_prefix": "network", "cohort": "cohort", "tenant": "tenant",
 }
 
 

@@ -10,6 +10,8 @@ Flow (one consumer group, any number of workers):
   taken in batches, and the events of one batch for one key travel as one
   routed message: faust's cost is per message, the detectors' per event.
 - ``route-<key>`` consumes a route topic and runs the detectors of that key.
+  Signals of building-block detectors (``stream.signals``) are routed the same
+  way, to the detectors that take them, through the outbox below.
 - Detector state lives in one faust table per detector, backed by a compacted
   changelog topic: a restarted worker (or the one that takes its partitions
   over) restores it before it processes anything. Changed records are
@@ -43,7 +45,7 @@ from modelsiem.settings import KafkaSettings, Settings
 from stream.checkpoint import CheckpointSensor, CheckpointStore
 from stream.consumer import Transport
 from stream.decode import Kind, Rejected, decode
-from stream.engine import Engine, Position, Step
+from stream.engine import PEERS, Engine, Position, Step
 from stream.skipped import Raw, SkippedOffsets, acknowledge
 
 log = logging.getLogger("modelsiem.worker")
@@ -134,10 +136,13 @@ def create_app(settings: Settings, detectors: list[Detector], partitions: int) -
         outbox.send(topic, key, value, partition=partition)
 
     def lane(group: list[Detector], topics: set[str]) -> _Lane:
+        # One table per detector, and one for the state shared by the peers of a detector that compares them.
+        names = {d.meta.id: f"detector-{d.meta.id}" for d in group}
+        names.update({d.meta.id + PEERS: f"detector-{d.meta.id}-peers" for d in group if d.compares_peers})
         tables = {
-            d.meta.id: app.Table(f"detector-{d.meta.id}", default=None, partitions=partitions, key_type=str,
-                                 extra_topic_configs={"max.message.bytes": str(DEADLETTER_MAX_BYTES)})
-            for d in group  # keys and values go to the changelog as JSON
+            store_id: app.Table(name, default=None, partitions=partitions, key_type=str,
+                                extra_topic_configs={"max.message.bytes": str(DEADLETTER_MAX_BYTES)})
+            for store_id, name in names.items()  # keys and values go to the changelog as JSON
         }
         return _Lane(Engine(group, max_keys=settings.max_keys), CheckpointStore(tables, topics, changelog))
 
@@ -156,7 +161,7 @@ def create_app(settings: Settings, detectors: list[Detector], partitions: int) -
         outbox.send(t.deadletter, raw.key, raw.value,
                     deadletter_headers(reason, raw.topic, raw.partition, raw.offset, stage))
 
-    def handle(lane: _Lane, raw: Raw, event: AnyEvent, source: Position) -> None:
+    def handle(lane: _Lane, raw: Raw, event: AnyEvent, source: Position | None) -> None:
         if not lane.engine.detectors:
             return
         lane.store.at(raw.partition)
@@ -170,6 +175,15 @@ def create_app(settings: Settings, detectors: list[Detector], partitions: int) -
             outbox.send(t.alerts, alert["event"]["id"].encode(), orjson.dumps(alert))
         for record in step.quarantine:
             outbox.send(t.quarantine, record["event_id"].encode(), orjson.dumps(record))
+        for signal in step.signals:
+            # Through the outbox, like alerts: on the broker before the state that raised it is saved. A signal
+            # carries no source position: its detector drops one it has seen (by its number) instead.
+            item = [[None, None, None, "signal", signal.model_dump_json()]]
+            for key, taker in takes.items():
+                value = partition_value(key, signal)
+                if value is not None and taker(signal):
+                    outbox.send(routes[key][0].get_topic_name(), f"{signal.model.name}\x1f{value}".encode(),
+                                orjson.dumps(item))
         step.save(lane.store)  # checkpointed only after the outbox is flushed: see CheckpointSensor
 
     async def batches(stream: faust.StreamT) -> AsyncIterator[list[Raw]]:
@@ -255,11 +269,12 @@ def _chunks(items: list[list[Any]], max_bytes: int) -> list[list[list[Any]]]:
     return chunks
 
 
-def _routed(raw: Raw) -> list[tuple[Position, Kind | None, bytes]]:
-    """The events of a routed message, each with the position where it first entered Kafka and its kind."""
+def _routed(raw: Raw) -> list[tuple[Position | None, Kind | None, bytes]]:
+    """The events of a routed message, each with the position where it first entered Kafka (none for a
+    signal) and its kind."""
     body = orjson.loads(raw.value or b"null")
     if isinstance(body, list):
-        return [(Position(topic, partition, offset), kind, text.encode())
+        return [(None if topic is None else Position(topic, partition, offset), kind, text.encode())
                 for topic, partition, offset, kind, text in body]
     # One event per message, as older workers routed them (kind included); the source position in a header.
     header = dict(raw.headers).get(_SOURCE)

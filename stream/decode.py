@@ -18,8 +18,12 @@ from typing import Literal
 from pydantic import ValidationError
 
 from stream.events import EVENT_ADAPTER, EVENT_TYPES, MAX_MESSAGE_BYTES, FeedbackEvent, InferenceEvent
+from stream.signals import Signal
 
-Kind = Literal["inference", "feedback"]
+Kind = Literal["inference", "feedback", "signal"]
+# Signals are decoded only where the kind is known (the worker's route topics): a message
+# that names its own kind must be a contract event.
+_TYPES: dict[str, type[InferenceEvent] | type[FeedbackEvent] | type[Signal]] = {**EVENT_TYPES, "signal": Signal}
 _MAX_REASON = 1000
 
 
@@ -30,14 +34,14 @@ class Rejected:
     reason: str
 
 
-def decode(raw: bytes, kind: Kind | None = None) -> InferenceEvent | FeedbackEvent | Rejected:
+def decode(raw: bytes, kind: Kind | None = None) -> InferenceEvent | FeedbackEvent | Signal | Rejected:
     """Validate one message; ``kind`` is implied by the topic, or read from the event itself."""
     if len(raw) > MAX_MESSAGE_BYTES:
         return Rejected(f"message of {len(raw)} bytes exceeds the {MAX_MESSAGE_BYTES}-byte limit")
     try:
         if kind is None:
             return EVENT_ADAPTER.validate_json(raw)
-        return EVENT_TYPES[kind].model_validate_json(raw)
+        return _TYPES[kind].model_validate_json(raw)
     except ValidationError as exc:
         return Rejected(_describe(exc, kind))
 

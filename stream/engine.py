@@ -11,7 +11,12 @@ For each (detector, key) the store holds one record::
      "seen": latest event time (epoch seconds),
      "part": the partition whose changelog holds it,
      "v": the detector version that wrote "state",
-     "alerts": {subject: {"start": t, "last": t, "rev": n, "mag": m, "sev": s, "named": u}}}
+     "alerts": {subject: {"start": t, "last": t, "rev": n, "mag": m, "sev": s, "named": u}},
+     "sig": signals raised on this key (building-block detectors)}
+
+A detector that ``compares_peers`` has one more record per model and
+partition (key ``model\x1fpartition``), under the detector id with ``PEERS``
+appended (no detector id contains a dot), holding the state its keys share there.
 
 ``pos`` makes re-delivery harmless: after a crash Kafka hands the worker events
 it already applied (the changelog may be ahead of the committed offsets), and
@@ -26,6 +31,11 @@ by ``growth`` times or names ``naming_growth`` more accounts (a growing
 campaign's latest revision then names nearly all of it) since the last
 revision, so an attack of a million events
 yields a handful of documents rather than a million.
+
+A building-block detector's findings become signals (``stream.signals``)
+rather than alerts: the worker routes them to the detectors that take them,
+and :meth:`Engine.settle` applies them in place when one engine runs every
+detector (replay, the backtest).
 """
 
 from __future__ import annotations
@@ -38,6 +48,9 @@ from typing import Any, Protocol
 
 from detectors.base import SEVERITY_RANK, AnyEvent, Detector, Finding, State, has_standard_key
 from stream.alerts import alert_id, build_alert
+from stream.signals import Signal
+
+PEERS = ".peers"
 
 
 class StateStore(Protocol):
@@ -81,6 +94,7 @@ class Step:
 
     alerts: list[dict[str, Any]] = field(default_factory=list)
     quarantine: list[dict[str, Any]] = field(default_factory=list)
+    signals: list[Signal] = field(default_factory=list)
     records: list[tuple[str, str, State]] = field(default_factory=list)
     expired: list[tuple[str, str]] = field(default_factory=list)
 
@@ -137,9 +151,10 @@ class _Recency:
         return gone
 
 
-def _plan(detectors: list[Detector]) -> list[tuple[Detector, str, int, int]]:
-    """Per detector of one event kind: itself, its id, its version, and the index of an earlier one
-    whose key it shares (-1 if none), so that a key several detectors are partitioned by is computed once.
+def _plan(detectors: list[Detector]) -> list[tuple[Detector, str, int, int, bool, bool]]:
+    """Per detector of one event kind: itself, its id, its version, the index of an earlier one
+    whose key it shares (-1 if none), so that a key several detectors are partitioned by is computed once,
+    whether it compares peers and whether it is a building block.
 
     Detector.key returns None for the kinds a detector does not take, so the plan of a kind
     leaves them out without asking.
@@ -150,7 +165,8 @@ def _plan(detectors: list[Detector]) -> list[tuple[Detector, str, int, int]]:
         if has_standard_key(detector):
             same = next((j for j, d in enumerate(detectors[:i])
                          if has_standard_key(d) and d.partition_key == detector.partition_key), -1)
-        plan.append((detector, detector.meta.id, detector.meta.version, same))
+        plan.append((detector, detector.meta.id, detector.meta.version, same, detector.compares_peers,
+                     detector.meta.building_block))
     return plan
 
 
@@ -166,7 +182,7 @@ class Engine:
     ) -> None:
         self.detectors = list(detectors)
         self._plans = {kind: _plan([d for d in self.detectors if kind in d.meta.event_kinds])
-                       for kind in ("inference", "feedback")}
+                       for kind in ("inference", "feedback", "signal")}
         self.growth = growth
         self.naming_growth = naming_growth
         self.max_keys = max_keys
@@ -210,7 +226,7 @@ class Engine:
         slot = position.slot if position is not None else None
         recencies = self._recency.get(partition) or {}
         keys: list[str | None] = []
-        for detector, detector_id, version, same_key_as in self._plans.get(event.kind, ()):
+        for detector, detector_id, version, same_key_as, peered, building_block in self._plans.get(event.kind, ()):
             key = detector.key(event) if same_key_as < 0 else keys[same_key_as]
             keys.append(key)
             if key is None:
@@ -226,16 +242,61 @@ class Engine:
             seen = record.get("seen", now)
             record["seen"] = seen = now if now > seen else seen
             record["part"] = partition
-            for finding in detector.update(record["state"], event):
-                self._revise(detector, record["alerts"], finding, event, step)
+            if peered:
+                peers = self._peers(detector, detector_id + PEERS, event, store, partition, recencies, step)
+                findings = detector.update(record["state"], event, peers)  # type: ignore[call-arg]
+            else:
+                findings = detector.update(record["state"], event)
+            for finding in findings:
+                if building_block:
+                    record["sig"] = record.get("sig", 0) + 1
+                    step.signals.append(_signal(detector_id, record["sig"], finding, event))
+                else:
+                    self._revise(detector, record["alerts"], finding, event, step)
             # Put back, not only mutated: the store keeps track of what changed.
             step.records.append((detector_id, key, record))
-            recency = recencies.get(detector_id) or self._recency_of(store, detector_id, partition)
-            recency.touch(key, seen)
-            gone = recency.evict(now, detector.state_ttl, self.max_keys)
-            if gone:
-                step.expired.extend((detector_id, old) for old in gone if old != key)
+            self._touch(detector, detector_id, key, now, seen, store, partition, recencies, step)
         return step
+
+    def settle(self, event: AnyEvent, store: StateStore) -> Step:
+        """Apply an event, then the signals it raised to this engine's detectors that take them, and so on.
+
+        For one process running every detector (replay, the backtest); the worker routes signals
+        to the worker that holds their key instead. Each step is saved as it is made (a signal's
+        detector must see the state the previous one left), so the returned step, which holds
+        every alert and quarantine record, has nothing more to save.
+        """
+        total, pending = Step(), [event]
+        while pending:
+            step = self.process(pending.pop(0), store)
+            step.save(store)
+            total.alerts += step.alerts
+            total.quarantine += step.quarantine
+            pending += step.signals
+        return total
+
+    def _peers(self, detector: Detector, peers_id: str, event: AnyEvent, store: StateStore, partition: int,
+               recencies: dict[str, _Recency], step: Step) -> State:
+        """The state a detector's keys of this event's model share on this partition."""
+        # The partition is in the key: a table holds the keys of all the worker's partitions in one dict.
+        key, now = f"{event.model.name}\x1f{partition}", event.epoch
+        record = store.get(peers_id, key)
+        if record is None or record.get("v") != detector.meta.version:
+            record = {"state": detector.new_peers(), "v": detector.meta.version, "seen": now}
+        record["seen"] = seen = max(now, record["seen"])
+        record["part"] = partition
+        step.records.append((peers_id, key, record))
+        self._touch(detector, peers_id, key, now, seen, store, partition, recencies, step)
+        return record["state"]  # type: ignore[no-any-return]
+
+    def _touch(self, detector: Detector, detector_id: str, key: str, now: float, seen: float, store: StateStore,
+               partition: int, recencies: dict[str, _Recency], step: Step) -> None:
+        """Mark a key active; expire those idle for the detector's ttl or beyond ``max_keys``."""
+        recency = recencies.get(detector_id) or self._recency_of(store, detector_id, partition)
+        recency.touch(key, seen)
+        gone = recency.evict(now, detector.state_ttl, self.max_keys)
+        if gone:
+            step.expired.extend((detector_id, old) for old in gone if old != key)
 
     def _revise(
         self, detector: Detector, open_alerts: dict[str, Any], finding: Finding, event: AnyEvent, step: Step
@@ -277,3 +338,9 @@ class Engine:
             revision=alert["rev"],
             created=self.clock(),
         ))
+
+
+def _signal(detector_id: str, seq: int, finding: Finding, event: AnyEvent) -> Signal:
+    return Signal(timestamp=event.timestamp, model=event.model, rule=detector_id, subject=finding.subject, seq=seq,
+                  magnitude=finding.magnitude, evidence=finding.evidence, users=finding.users, ips=finding.ips,
+                  event_ids=finding.event_ids)

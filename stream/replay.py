@@ -41,7 +41,7 @@ def replay(
             report.rejected.append((number, event.reason))
             continue
         report.events += 1
-        step = engine.process(event, store)
+        step = engine.settle(event, store)
         for alert in step.alerts:
             on_alert(alert)
         for record in step.quarantine:

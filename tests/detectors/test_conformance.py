@@ -23,13 +23,18 @@ DETECTORS = available()
 def _run(detector: Detector, events: list, between: Callable[[dict], dict] = lambda s: s) -> list[Finding]:
     """Findings of a detector over events, keyed as the stream would, with ``between`` applied to state."""
     states: dict[str, dict] = {}
+    peers: dict[str, dict] = {}  # by model, for detectors that compare peers (one partition)
     findings: list[Finding] = []
     for event in events:
         key = detector.key(event)
         if key is None:
             continue
         state = between(states.get(key) or detector.new_state())
-        findings.extend(detector.update(state, event))
+        if detector.compares_peers:
+            shared = peers[event.model.name] = between(peers.get(event.model.name) or detector.new_peers())
+            findings.extend(detector.update(state, event, shared))  # type: ignore[call-arg]
+        else:
+            findings.extend(detector.update(state, event))
         states[key] = state
     return findings
 
@@ -90,17 +95,29 @@ def check_hostile_strings(cls: type[Detector]) -> None:
     ] + [
         feedback(f"f{i}", i, principal=f"{nasty}{i}", fingerprint=nasty, predicted=nasty[:100], reported="ham")
         for i in range(100)
+    ] + [  # natural peers, then a cohort on one network getting unsure answers (a distributed extraction)
+        inference(f"n{i}", 20 + i * 0.01, principal=f"user-{i}", output={"confidence": 0.97},
+                  principal_fields={"ip": f"10.{i % 250}.{i // 250}.1",
+                                    "created_at": f"2025-0{1 + i % 9}-1{i % 10}T00:00:00Z"}) for i in range(600)
+    ] + [
+        inference(f"s{i}", 30 + i * 0.01, principal=f"{nasty}{i % 20}", output={"confidence": 0.55},
+                  principal_fields={"ip": f"203.0.113.{i % 20}", "user_agent": nasty * 10,
+                                    "created_at": "2026-01-01T00:00:00Z"}) for i in range(300)
     ]
-    engine, store = Engine([cls()]), MemoryStore()
+    # A detector that takes signals gets them from the installed building blocks, as in the stream.
+    feeders = [d() for d in DETECTORS.values() if d.meta.building_block] if "signal" in cls.meta.event_kinds else []
+    engine, store = Engine([cls(), *feeders]), MemoryStore()
     raised = 0
-    for event in events:
+    for event in sorted(events, key=lambda e: e.timestamp):
         step = engine.process(event, store)
-        raised += len(step.alerts)
+        step.save(store)
+        raised += len(step.alerts) + len(step.signals)
+        for signal in step.signals:
+            step.alerts += engine.settle(signal, store).alerts
         for alert in step.alerts:
             text = orjson.dumps(alert).decode()
             assert "\\u001b" not in text and "\u202e" not in text and "\\u0000" not in text
             assert alert["message"] == clean(alert["message"], 1024)
-        step.save(store)
     assert raised, "the hostile traffic is an attack: it must still be detected"
 
 

@@ -1,15 +1,20 @@
-"""The distributed-extraction campaign: one alert per campaign, naming its accounts, relative to the population."""
+"""Distributed extraction, both stages: groups flagged against their peers, merged into one campaign alert."""
 
 from __future__ import annotations
 
 from detectors.extraction_campaign import ExtractionCampaignDetector
+from detectors.extraction_groups import CohortGroupDetector, PrefixGroupDetector
 from detectors.testing import inference
+from stream.engine import Engine, MemoryStore
 
 
-def run(events, **params):
-    det = ExtractionCampaignDetector(**params)
-    state = det.new_state()
-    return [f for e in sorted(events, key=lambda e: e.timestamp) for f in det.update(state, e)], state
+def run(events, store=None, max_keys=50_000, **params):
+    """The campaign's alerts over events, with both building blocks, and the store."""
+    engine = Engine([PrefixGroupDetector(**params), CohortGroupDetector(**params), ExtractionCampaignDetector()],
+                    max_keys=max_keys)
+    store = store if store is not None else MemoryStore()
+    alerts = [a for e in sorted(events, key=lambda e: e.timestamp) for a in engine.settle(e, store).alerts]
+    return alerts, store
 
 
 def population(n: int, confidence: float = 0.95):
@@ -26,34 +31,67 @@ def campaign(n: int, accounts: int, prefixes: int, confidence: float = 0.6, star
             for i in range(n)]
 
 
+def evidence(alert):
+    return alert["modelsiem"]["evidence"]
+
+
 def test_a_campaign_over_many_prefixes_is_one_alert_naming_every_account() -> None:
-    findings, _ = run(population(3000) + campaign(3000, accounts=90, prefixes=12))
-    assert {f.subject for f in findings} == {findings[0].subject}
-    assert findings[-1].evidence["accounts"] == 90 and len(findings[-1].users) == 90
-    assert findings[-1].severity == "high" and findings[-1].user is None
+    alerts, _ = run(population(3000) + campaign(3000, accounts=90, prefixes=12))
+    assert len({a["event"]["id"] for a in alerts}) == 1
+    assert {a["rule"]["id"] for a in alerts} == {"extraction_campaign"}  # the building blocks raise none
+    assert evidence(alerts[-1])["accounts"] == 90 and len(alerts[-1]["related"]["user"]) == 90
+    assert alerts[-1]["modelsiem"]["alert"]["severity"] == "high" and "user" not in alerts[-1]
+    # Its queries are counted once, not once per grouping they belong to.
+    assert evidence(alerts[-1])["campaign_queries"] <= 3000
 
 
 def test_the_population_reference_excludes_the_group_itself() -> None:
     # The campaign is most of the traffic: compared with a population that included it, it would look normal.
-    findings, _ = run(population(400) + campaign(4000, accounts=40, prefixes=2))
-    assert findings and findings[0].evidence["population_unsure_share"] < 0.3
+    alerts, _ = run(population(400) + campaign(4000, accounts=40, prefixes=2))
+    assert alerts and evidence(alerts[0])["population_unsure_share"] < 0.3
 
 
 def test_natural_groups_are_never_flagged_even_when_large() -> None:
     nat = [inference(f"t{i}", i, principal=f"corp-{i % 200}", output={"confidence": 0.95 - (i % 4) * 0.1},
                      principal_fields={"ip": "198.51.100.7", "user_agent": "mail-web/5.2",
                                        "created_at": "2025-12-31T09:00:00Z"}) for i in range(5000)]
-    findings, _ = run(population(3000) + nat)
-    assert not findings
+    alerts, _ = run(population(3000) + nat)
+    assert not alerts
 
 
 def test_a_model_whose_users_are_all_unsure_does_not_flag_a_group_for_it() -> None:
-    findings, _ = run(population(3000, confidence=0.62) + campaign(2000, accounts=40, prefixes=2))
-    assert not findings
+    alerts, _ = run(population(3000, confidence=0.62) + campaign(2000, accounts=40, prefixes=2))
+    assert not alerts
 
 
 def test_groups_stay_bounded_under_a_flood_of_new_addresses() -> None:
     flood = [inference(f"r{i}", i * 0.01, principal=f"x{i}", output={"confidence": 0.9},
                        principal_fields={"ip": f"{1 + i % 200}.{i // 200 % 250}.{i // 50000}.1"}) for i in range(20000)]
-    _, state = run(flood, max_groups=256)
-    assert len(state["groups"]) <= 256
+    _, store = run(flood, max_keys=256)
+    assert len(store.records["extraction_prefix"]) <= 256
+
+
+def test_a_signal_delivered_twice_counts_once() -> None:
+    engine, store = Engine([PrefixGroupDetector(), CohortGroupDetector()]), MemoryStore()
+    signals = []
+    for e in sorted(population(3000) + campaign(3000, accounts=90, prefixes=12), key=lambda e: e.timestamp):
+        step = engine.process(e, store)
+        step.save(store)
+        signals += step.signals
+    campaign_engine, campaign_store = Engine([ExtractionCampaignDetector()]), MemoryStore()
+    once = [a for s in signals for a in campaign_engine.settle(s, campaign_store).alerts]
+    again = [a for s in signals for a in campaign_engine.settle(s, campaign_store).alerts]
+    assert once and not again
+
+
+def test_each_partition_judges_its_groups_against_its_own_peers() -> None:
+    """Groups on another partition are not peers: the campaign alone on a partition has no reference there."""
+    def signals(partition_of_bots: int) -> int:
+        engine, store, raised = Engine([PrefixGroupDetector()]), MemoryStore(), 0
+        for e in sorted(population(3000) + campaign(3000, accounts=90, prefixes=1), key=lambda e: e.timestamp):
+            step = engine.process(e, store, partition=partition_of_bots if e.event_id.startswith("s") else 0)
+            step.save(store)
+            raised += len(step.signals)
+        return raised
+
+    assert signals(partition_of_bots=0) and not signals(partition_of_bots=1)
