@@ -94,9 +94,28 @@ class _GroupDetector(Detector):
     def new_peers(self) -> State:
         return {"n": 0, "unsure": 0}
 
+    # The examples: their names (the group attacking, the group using the model normally) and what
+    # the i-th event of the group's 20 accounts shares.
+    examples_named: tuple[str, str]
+
     def label(self, event: InferenceEvent) -> str:
         """What an analyst reads for the group."""
         raise NotImplementedError
+
+    @staticmethod
+    def shared(i: int) -> dict[str, str]:
+        """Principal fields of the i-th event of the examples' group."""
+        raise NotImplementedError
+
+    @classmethod
+    def examples(cls) -> list[Example]:
+        def group(n: int, confidence: float) -> list[AnyEvent]:
+            return [inference(f"s{i}", 300 + i, principal=f"acct-{i % 20}", output={"confidence": confidence},
+                              principal_fields=cls.shared(i)) for i in range(n)]
+
+        attacking, normal = cls.examples_named
+        return [Example(attacking, True, lambda: _merge(_population(600), group(200, 0.6))),
+                Example(normal, False, lambda: _merge(_population(600), group(600, 0.94)))]
 
     def update(self, state: State, event: AnyEvent, peers: State | None = None) -> Iterable[Finding]:  # type: ignore[override]
         assert isinstance(event, InferenceEvent) and peers is not None
@@ -112,10 +131,8 @@ class _GroupDetector(Detector):
         state["unsure"] += unsure
         members, principal = state["members"], event.principal.id
         limit = self.params.max_named if state["flagged"] else self.params.max_members
-        if principal in members:
-            members[principal] += 1
-        elif len(members) < limit:
-            members[principal] = 1
+        if principal not in members and len(members) < limit:
+            members[principal] = 1  # a dict: it keeps the order, so the first unsignalled one is known
         if state["flagged"] is None:
             if state["n"] < state["next"] or not self._test(state, peers):
                 return ()
@@ -205,21 +222,15 @@ class PrefixGroupDetector(_GroupDetector):
     partition_key = "ip_prefix"
     group = "prefix"
 
+    examples_named = ("accounts on one proxy network asking synthetic queries",
+                      "many natural users behind one NAT address")
+
     def label(self, event: InferenceEvent) -> str:
         return ip_prefix(event.principal.ip) if event.principal.ip else ""
 
-    @classmethod
-    def examples(cls) -> list[Example]:
-        def proxies(n: int, confidence: float) -> list[AnyEvent]:
-            return [inference(f"s{i}", 300 + i, principal=f"acct-{i % 20}", output={"confidence": confidence},
-                              principal_fields={"ip": f"203.0.113.{1 + i % 20}"}) for i in range(n)]
-
-        return [
-            Example("accounts on one proxy network asking synthetic queries", True,
-                    lambda: _merge(_population(600), proxies(200, 0.6))),
-            Example("many natural users behind one NAT address", False,
-                    lambda: _merge(_population(600), proxies(600, 0.95))),
-        ]
+    @staticmethod
+    def shared(i: int) -> dict[str, str]:
+        return {"ip": f"203.0.113.{1 + i % 20}"}
 
 
 class CohortGroupDetector(_GroupDetector):
@@ -234,16 +245,9 @@ class CohortGroupDetector(_GroupDetector):
         day = created.date().isoformat() if created else ""
         return f"{clean(event.principal.user_agent or '', 64)} ({day})"
 
-    @classmethod
-    def examples(cls) -> list[Example]:
-        def cohort(n: int, confidence: float) -> list[AnyEvent]:
-            return [inference(f"s{i}", 300 + i, principal=f"acct-{i % 20}", output={"confidence": confidence},
-                              principal_fields={"ip": f"{1 + i % 20}.2.{i % 250}.3", "user_agent": "httpx/0.27",
-                                                "created_at": "2025-12-30T10:00:00Z"}) for i in range(n)]
+    examples_named = ("fresh cohort of accounts on many addresses asking synthetic queries",
+                      "sign-up wave of accounts using the product normally")
 
-        return [
-            Example("fresh cohort of accounts on many addresses asking synthetic queries", True,
-                    lambda: _merge(_population(600), cohort(200, 0.6))),
-            Example("sign-up wave of accounts using the product normally", False,
-                    lambda: _merge(_population(600), cohort(600, 0.93))),
-        ]
+    @staticmethod
+    def shared(i: int) -> dict[str, str]:
+        return {"ip": f"{1 + i % 20}.2.{i % 250}.3", "user_agent": "httpx/0.27", "created_at": "2025-12-30T10:00:00Z"}

@@ -147,18 +147,24 @@ def _run_group(command: list[str], env: dict[str, str], settings: Settings, grou
     Returns (events/s, the largest peak RSS of one process in MB). ``internal`` topics (the
     worker's route topics) must be drained as well before it counts as done.
     """
-    procs = [subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-             for _ in range(processes)]
+    # Logs to files, not pipes: a pipe nobody reads fills up and blocks the logging process.
+    logs = [tempfile.TemporaryFile() for _ in range(processes)]
+    procs = [subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=log) for log in logs]
+
+    def tail(i: int) -> str:
+        logs[i].seek(0)
+        return logs[i].read()[-2000:].decode(errors="replace")
+
     try:
         deadline = time.monotonic() + timeout
         first: tuple[float, int] | None = None
         done = 0
         while done < total:
-            for proc in procs:
+            for i, proc in enumerate(procs):
                 if proc.poll() is not None:
-                    raise RuntimeError(f"{command} exited: {proc.stderr.read().decode()[-2000:] if proc.stderr else ''}")
+                    raise RuntimeError(f"{command} exited: {tail(i)}")
             if time.monotonic() > deadline:
-                raise RuntimeError(f"{command} processed {done} of {total} events in {timeout:.0f} s")
+                raise RuntimeError(f"{command} processed {done} of {total} events in {timeout:.0f} s: {tail(0)}")
             time.sleep(0.5)
             done = _committed(settings, group)
             if done and first is None:
@@ -171,6 +177,8 @@ def _run_group(command: list[str], env: dict[str, str], settings: Settings, grou
         return ((total - first[1]) / elapsed if elapsed > 0 else float("nan")), rss
     finally:
         stop(procs)
+        for log in logs:
+            log.close()
 
 
 # Quiet principals of the latency run: a population that repeats, as API callers do. (Every event from a

@@ -5,10 +5,11 @@ Flow (one consumer group, any number of workers):
 - ``ingest`` consumes the inference and feedback topics (keyed by principal
   id), decodes each message, dead-letters what is invalid, runs the detectors
   partitioned by principal in place, and forwards each event to one route
-  topic per other partition key (``<app>-route-fingerprint``...), keyed by that
-  key, so that every event of one item reaches the same worker. Events are
-  taken in batches, and the events of one batch for one key travel as one
-  routed message: faust's cost is per message, the detectors' per event.
+  topic per other partition key (``<app>-route-fingerprint``...), to the
+  partition of that key (:func:`route_partition`), so that every event of one
+  item reaches the same worker. Events are taken in batches, and the events of
+  one batch for one route partition travel as one routed message: faust's cost
+  is per message, the detectors' per event.
 - ``route-<key>`` consumes a route topic and runs the detectors of that key.
   Signals of building-block detectors (``stream.signals``) are routed the same
   way, to the detectors that take them, through the outbox below.
@@ -34,10 +35,12 @@ import logging
 import ssl
 from collections import defaultdict
 from collections.abc import AsyncIterator, Callable, Iterable
+from functools import lru_cache
 from typing import Any
 
 import faust
 import orjson
+from aiokafka.partitioner import murmur2
 
 from connectors.kafka import DEADLETTER_MAX_BYTES, Outbox, deadletter_headers
 from detectors.base import AnyEvent, Detector, PartitionKey, has_standard_key, partition_value
@@ -182,8 +185,8 @@ def create_app(settings: Settings, detectors: list[Detector], partitions: int) -
             for key, taker in takes.items():
                 value = partition_value(key, signal)
                 if value is not None and taker(signal):
-                    outbox.send(routes[key][0].get_topic_name(), f"{signal.model.name}\x1f{value}".encode(),
-                                orjson.dumps(item))
+                    outbox.send(routes[key][0].get_topic_name(), None, orjson.dumps(item),
+                                partition=route_partition(f"{signal.model.name}\x1f{value}", partitions))
         step.save(lane.store)  # checkpointed only after the outbox is flushed: see CheckpointSensor
 
     async def batches(stream: faust.StreamT) -> AsyncIterator[list[Raw]]:
@@ -208,7 +211,7 @@ def create_app(settings: Settings, detectors: list[Detector], partitions: int) -
         async for raws in batches(stream):
             # One routed message per route key and batch: a list of [source topic, partition, offset, kind, event]
             # (the kind travels along: on the event topics the topic tells it, and the event may not).
-            forward: dict[tuple[str, bytes], list[list[Any]]] = defaultdict(list)
+            forward: dict[tuple[str, int], list[list[Any]]] = defaultdict(list)
             for raw in raws:
                 event = decode(raw.value or b"", kinds[raw.topic])
                 if isinstance(event, Rejected):
@@ -219,12 +222,12 @@ def create_app(settings: Settings, detectors: list[Detector], partitions: int) -
                     value = partition_value(key, event)
                     if value is not None and takes_event(event):
                         # The source position travels along: a re-delivered event forwarded twice is applied once.
-                        forward[(key, f"{event.model.name}\x1f{value}".encode())].append(
+                        forward[(key, route_partition(f"{event.model.name}\x1f{value}", partitions))].append(
                             [raw.topic, raw.partition, raw.offset, event.kind, (raw.value or b"").decode()])
                 handle(inline, raw, event, Position(raw.topic, raw.partition, raw.offset))
-            for (key, routing_key), items in forward.items():
+            for (key, partition), items in forward.items():
                 for chunk in _chunks(items, ROUTED_MAX_BYTES):
-                    await routes[key][0].send(key=routing_key, value=orjson.dumps(chunk))
+                    await routes[key][0].send(value=orjson.dumps(chunk), partition=partition)
 
     for key, (topic, _) in routes.items():
         _route_agent(app, topic, key, route_lanes[key], batches, handle)
@@ -254,6 +257,16 @@ def _taker(group: list[Detector]) -> Callable[[AnyEvent], bool]:
         return event.kind in kinds or any(d.key(event) for d in custom)
 
     return takes
+
+
+@lru_cache(maxsize=16384)
+def route_partition(key: str, partitions: int) -> int:
+    """The route partition of a key, as Kafka's default partitioner picks it (murmur2), cached: keys repeat.
+
+    The worker picks it itself so that the events of one batch bound for one partition travel as one
+    message, whatever their keys: routed messages per batch are bounded by the partitions, not the keys.
+    """
+    return (murmur2(key.encode()) & 0x7FFFFFFF) % partitions
 
 
 def _chunks(items: list[list[Any]], max_bytes: int) -> list[list[list[Any]]]:

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import orjson
+from aiokafka.partitioner import DefaultPartitioner
 
 from detectors.extraction_campaign import ExtractionCampaignDetector
 from detectors.feedback_drift import FeedbackDriftDetector
 from detectors.testing import feedback, inference
-from stream.app import _chunks, _routed, _taker
+from stream.app import _chunks, _routed, _taker, route_partition
 from stream.decode import Rejected, decode
 from stream.engine import Position
 from stream.signals import Signal
@@ -60,3 +61,10 @@ def test_the_campaign_route_takes_signals_and_no_inference_events():
     signal = Signal.model_validate({"timestamp": "2026-01-01T00:00:00Z", "model": {"name": "m"},
                                     "rule": "extraction_prefix", "subject": "s", "seq": 1, "magnitude": 1})
     assert takes(signal) and takes(feedback("f", 0, principal="p")) and not takes(inference("i", 0))
+
+
+def test_routed_events_go_to_the_partition_kafkas_default_partitioner_gives_their_key():
+    keys = ["spam-filter\x1f203.0.113.0/24", "spam-filter\x1fc:bc3aef3e468bae95", "m\x1ffp-1", "é\x1f" + "x" * 300]
+    for key in keys:
+        assert route_partition(key, 12) == DefaultPartitioner()(key.encode(), list(range(12)), [])
+    assert len({route_partition(f"m\x1f10.{i}.0.0/24", 4) for i in range(100)}) == 4
