@@ -209,7 +209,7 @@ def create_app(settings: Settings, detectors: list[Detector], partitions: int) -
     @app.agent(app.topic(t.inference, t.feedback, key_type=bytes, value_type=bytes), name="modelsiem.ingest")
     async def ingest(stream: faust.StreamT) -> None:
         async for raws in batches(stream):
-            # One routed message per route key and batch: a list of [source topic, partition, offset, kind, event]
+            # One routed message per route partition and batch: a list of [source topic, partition, offset, kind, event]
             # (the kind travels along: on the event topics the topic tells it, and the event may not).
             forward: dict[tuple[str, int], list[list[Any]]] = defaultdict(list)
             for raw in raws:
