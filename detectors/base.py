@@ -172,8 +172,7 @@ class Detector(ABC):
         if event.kind not in self.meta.event_kinds:
             return None
         value = partition_value(self.partition_key, event)
-        # The model is part of every key: one principal's use of two models is two baselines.
-        return None if value is None else f"{event.model.name}\x1f{value}"
+        return None if value is None else model_key(event, value)
 
     @abstractmethod
     def new_state(self) -> State:
@@ -197,6 +196,12 @@ def has_standard_key(detector: Detector) -> bool:
     """Whether a detector keeps :meth:`Detector.key`: its key is then its partition value (with the model),
     for the event kinds it takes, so detectors with the same partition key share it."""
     return type(detector).key is Detector.key
+
+
+def model_key(event: AnyEvent, value: str) -> str:
+    """A partition value as a state key, which the worker also routes by: the model is part of every key,
+    since one principal's use of two models is two baselines."""
+    return f"{event.model.name}\x1f{value}"
 
 
 def partition_value(kind: PartitionKey, event: AnyEvent) -> str | None:

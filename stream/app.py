@@ -43,7 +43,7 @@ import orjson
 from aiokafka.partitioner import murmur2
 
 from connectors.kafka import DEADLETTER_MAX_BYTES, Outbox, deadletter_headers
-from detectors.base import AnyEvent, Detector, PartitionKey, has_standard_key, partition_value
+from detectors.base import AnyEvent, Detector, PartitionKey, has_standard_key, model_key, partition_value
 from modelsiem.settings import KafkaSettings, Settings
 from stream.checkpoint import CheckpointSensor, CheckpointStore
 from stream.consumer import Transport
@@ -186,7 +186,7 @@ def create_app(settings: Settings, detectors: list[Detector], partitions: int) -
                 value = partition_value(key, signal)
                 if value is not None and taker(signal):
                     outbox.send(routes[key][0].get_topic_name(), None, orjson.dumps(item),
-                                partition=route_partition(f"{signal.model.name}\x1f{value}", partitions))
+                                partition=route_partition(model_key(signal, value), partitions))
         step.save(lane.store)  # checkpointed only after the outbox is flushed: see CheckpointSensor
 
     async def batches(stream: faust.StreamT) -> AsyncIterator[list[Raw]]:
@@ -222,7 +222,7 @@ def create_app(settings: Settings, detectors: list[Detector], partitions: int) -
                     value = partition_value(key, event)
                     if value is not None and takes_event(event):
                         # The source position travels along: a re-delivered event forwarded twice is applied once.
-                        forward[(key, route_partition(f"{event.model.name}\x1f{value}", partitions))].append(
+                        forward[(key, route_partition(model_key(event, value), partitions))].append(
                             [raw.topic, raw.partition, raw.offset, event.kind, (raw.value or b"").decode()])
                 handle(inline, raw, event, Position(raw.topic, raw.partition, raw.offset))
             for (key, partition), items in forward.items():

@@ -20,9 +20,10 @@ a long user agent cannot hide an event from the detectors.
 from __future__ import annotations
 
 import ipaddress
+from datetime import datetime
 from collections.abc import Callable, Mapping
 from functools import lru_cache, wraps
-from typing import Annotated, Any, Literal, Self, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Self, TypeVar
 
 from pydantic import (
     AwareDatetime,
@@ -152,13 +153,12 @@ class Item(_Part):
     origin: OptIdent | None = Field(default=None, description="For example the sender domain.")
 
 
-class _Event(_Part):
-    model_config = ConfigDict(ignored_types=(_computed_once,))
+class _Timed(_Part):
+    """A record with a ``timestamp`` (declared by the subclass), read as epoch seconds by the engine."""
 
-    event_id: Ident = Field(description="Unique id of this event.")
-    timestamp: AwareDatetime = Field(description="RFC 3339 with zone.")
-    model: Model
-    principal: Principal
+    model_config = ConfigDict(ignored_types=(_computed_once,))
+    if TYPE_CHECKING:  # a field of each subclass, declared there to keep its place in the field order
+        timestamp: datetime
 
     @_computed_once
     def epoch(self) -> float:
@@ -174,6 +174,13 @@ class _Event(_Part):
         copy = super().model_copy(update=update, deep=deep)
         copy.__dict__.pop("epoch", None)  # the copy's timestamp may differ: recompute on demand
         return copy
+
+
+class _Event(_Timed):
+    event_id: Ident = Field(description="Unique id of this event.")
+    timestamp: AwareDatetime = Field(description="RFC 3339 with zone.")
+    model: Model
+    principal: Principal
 
 
 class InferenceEvent(_Event):

@@ -26,16 +26,15 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AwareDatetime, Field
 
-from stream.events import Ident, Model, _computed_once, _Part
+from stream.events import Ident, Model, _Timed
 
-# A signal names at most this many accounts (its group's new members since its last signal).
+# A signal names at most this many accounts (new members of a group since its last signal; the
+# building blocks send fewer, this bounds what the route agents accept).
 MAX_SIGNAL_USERS = 4096
 
 
-class Signal(_Part):
+class Signal(_Timed):
     """One finding of a building-block detector, on its way to the detectors that correlate it."""
-
-    model_config = _Part.model_config | {"ignored_types": (_computed_once,)}
 
     kind: Literal["signal"] = "signal"
     timestamp: AwareDatetime = Field(description="Time of the event that raised it.")
@@ -48,8 +47,3 @@ class Signal(_Part):
     users: tuple[Ident, ...] = Field(default=(), max_length=MAX_SIGNAL_USERS)
     ips: tuple[Ident, ...] = Field(default=(), max_length=64)
     event_ids: tuple[Ident, ...] = Field(default=(), max_length=64)
-
-    @_computed_once
-    def epoch(self) -> float:
-        """``timestamp`` in seconds since the epoch."""
-        return self.timestamp.timestamp()
