@@ -23,6 +23,7 @@ from detectors.registry import build
 from modelsiem.scenarios import simulate
 from stream.decode import Rejected, decode
 from stream.engine import Engine, MemoryStore
+from stream.replay import BATCH, replay
 
 _SCENARIOS = [
     "query_flood", "distributed_extraction", "low_and_slow_extraction", "boundary_probing_blind",
@@ -59,31 +60,28 @@ def _timed(work: Callable[[], None]) -> float:
     return time.perf_counter() - start
 
 
-def _replay(engine: Engine, events: list[AnyEvent]) -> None:
+def _replay(engine: Engine, events: list[AnyEvent], batch: int) -> None:
     store = MemoryStore()
-    for event in events:
-        engine.settle(event, store)
+    for start in range(0, len(events), batch):
+        engine.settle_batch(events[start:start + batch], store)
 
 
-def bench_detectors(events: int = 200_000, seed: int = 1) -> dict[str, Any]:
-    """Time the replay of ``events`` events; figures in seconds and events per second."""
+def bench_detectors(events: int = 200_000, seed: int = 1, batch: int = BATCH) -> dict[str, Any]:
+    """Time the replay of ``events`` events in batches of ``batch``; figures in seconds and events per second."""
     raw = mixed_trace(events, seed)
     detectors: list[Detector] = build()
 
     def full() -> None:
-        engine, store = Engine(detectors), MemoryStore()
-        for line in raw:
-            event = decode(line)
-            if not isinstance(event, Rejected):
-                engine.settle(event, store)
+        replay(enumerate(raw), Engine(detectors), lambda alert: None, batch=batch)
 
     seconds = _timed(full)
     decoded: list[AnyEvent] = []
     decode_seconds = _timed(lambda: decoded.extend(e for e in map(decode, raw) if not isinstance(e, Rejected)))
-    idle_seconds = _timed(lambda: _replay(Engine([_Idle()]), decoded))
-    per_detector = {d.meta.id: round(_timed(partial(_replay, Engine([d]), decoded)), 3) for d in detectors}
+    idle_seconds = _timed(lambda: _replay(Engine([_Idle()]), decoded, batch))
+    per_detector = {d.meta.id: round(_timed(partial(_replay, Engine([d]), decoded, batch)), 3) for d in detectors}
     return {
         "events": len(raw),
+        "batch": batch,
         "seconds": round(seconds, 3),
         "events_per_s": round(len(raw) / seconds),
         "decode_seconds": round(decode_seconds, 3),

@@ -13,6 +13,7 @@ import faust
 from connectors.kafka import ensure_topics
 from modelsiem.settings import Settings
 from stream.app import BATCH_MAX, BATCH_WITHIN, new_app
+from stream.runtime import collect_less_often
 
 
 def main() -> None:
@@ -32,6 +33,7 @@ def main() -> None:
             async for _ in stream:
                 pass
 
+    collect_less_often()  # as the worker does: the comparison is of the agents' work, not of their settings
     faust.Worker(app, loglevel="WARNING", quiet=True).execute_from_commandline()
 
 

@@ -131,6 +131,7 @@ def worker() -> None:
     from connectors.kafka import ensure_topics
     from detectors.registry import build
     from stream.app import create_app
+    from stream.runtime import collect_less_often
 
     settings = _settings()
     partitions = ensure_topics(settings)
@@ -139,6 +140,7 @@ def worker() -> None:
         raise _fail(f"{t.inference} and {t.feedback} must have the same partition count "
                     f"({partitions[t.inference]} != {partitions[t.feedback]})")
     faust_app = create_app(settings, build(settings.detectors, settings.detector_params), partitions[t.inference])
+    collect_less_often()
     faust.Worker(faust_app, loglevel=settings.log_level, quiet=True).execute_from_commandline()
 
 
@@ -181,9 +183,11 @@ def replay(
     """Run the detectors over a JSON-lines file, with no Kafka or Elasticsearch."""
     from connectors.files import JsonLinesWriter, read_lines
     from stream.replay import replay as run_replay
+    from stream.runtime import collect_less_often
 
     settings = _settings()
     engine = _engine(settings)
+    collect_less_often()
     with JsonLinesWriter(alerts_out) as writer, JsonLinesWriter(quarantine_out or Path(os.devnull)) as quarantine:
         report = run_replay(_progress(events, read_lines(events)), engine, writer.write, quarantine.write)
     for number, reason in report.rejected[:20]:
@@ -262,9 +266,11 @@ def evaluate(
     from connectors.files import read_lines
     from modelsiem.evaluate import evaluate as run_evaluate
     from modelsiem.scenarios import Truth
+    from stream.runtime import collect_less_often
 
     settings = _settings()
     entries = TypeAdapter(list[Truth]).validate_json(truth.read_bytes())
+    collect_less_often()
     result = run_evaluate(_progress(trace, read_lines(trace)), entries, _engine(settings))
     if as_json:
         print(json.dumps(result.as_dict(), indent=2))
@@ -340,11 +346,18 @@ def bench(
 
 
 @app.command("bench-detectors")
-def bench_detectors(events: int = 200_000, seed: int = 1, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+def bench_detectors(
+    events: int = 200_000,
+    seed: int = 1,
+    batch: Annotated[int, typer.Option(min=1, help="Events applied as one engine batch (1: one by one).")] = 500,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
     """Benchmark the detectors alone: replay of a mixed trace in one process, no servers."""
     from modelsiem.bench_detectors import bench_detectors as run
+    from stream.runtime import collect_less_often
 
-    result = run(events, seed)
+    collect_less_often()  # as replay and the worker do
+    result = run(events, seed, batch)
     _print_figures(result, as_json)
 
 

@@ -164,16 +164,27 @@ def create_app(settings: Settings, detectors: list[Detector], partitions: int) -
         outbox.send(t.deadletter, raw.key, raw.value,
                     deadletter_headers(reason, raw.topic, raw.partition, raw.offset, stage))
 
-    def handle(lane: _Lane, raw: Raw, event: AnyEvent, source: Position | None) -> None:
+    def handle(lane: _Lane, items: list[tuple[Raw, AnyEvent, Position | None]]) -> None:
+        """Run a lane's detectors on a batch's events, one engine batch per source partition, in order."""
         if not lane.engine.detectors:
             return
-        lane.store.at(raw.partition)
-        try:
-            step: Step = lane.engine.process(event, lane.store, source, raw.partition)
-        except Exception as exc:  # a detector's bug must not stop the partition behind this event
-            log.exception("detectors failed on %s[%d]@%d; dead-lettered", raw.topic, raw.partition, raw.offset)
-            deadletter(raw, f"detector failure: {type(exc).__name__}: {exc}"[:1000], "engine")
-            return
+        by_partition: dict[int, list[tuple[Raw, AnyEvent, Position | None]]] = defaultdict(list)
+        for item in items:
+            by_partition[item[0].partition].append(item)
+        for partition, group in by_partition.items():
+            def failed(index: int, exc: Exception, group: list[Any] = group) -> None:
+                # A detector's bug must not stop the partition behind this event.
+                raw = group[index][0]
+                log.exception("detectors failed on %s[%d]@%d; dead-lettered", raw.topic, raw.partition, raw.offset)
+                deadletter(raw, f"detector failure: {type(exc).__name__}: {exc}"[:1000], "engine")
+
+            lane.store.at(partition)
+            step = lane.engine.process_batch([(event, source) for _, event, source in group], lane.store, partition,
+                                             failed)
+            publish(step)
+            step.save(lane.store)  # checkpointed only after the outbox is flushed: see CheckpointSensor
+
+    def publish(step: Step) -> None:
         for alert in step.alerts:
             outbox.send(t.alerts, alert["event"]["id"].encode(), orjson.dumps(alert))
         for record in step.quarantine:
@@ -187,7 +198,6 @@ def create_app(settings: Settings, detectors: list[Detector], partitions: int) -
                 if value is not None and taker(signal):
                     outbox.send(routes[key][0].get_topic_name(), None, orjson.dumps(item),
                                 partition=route_partition(model_key(signal, value), partitions))
-        step.save(lane.store)  # checkpointed only after the outbox is flushed: see CheckpointSensor
 
     async def batches(stream: faust.StreamT) -> AsyncIterator[list[Raw]]:
         """The stream in batches (faust's cost is per await, not per event), holes filled; acked after use."""
@@ -212,6 +222,7 @@ def create_app(settings: Settings, detectors: list[Detector], partitions: int) -
             # One routed message per route partition and batch: a list of [source topic, partition, offset, kind, event]
             # (the kind travels along: on the event topics the topic tells it, and the event may not).
             forward: dict[tuple[str, int], list[list[Any]]] = defaultdict(list)
+            inline_items = []
             for raw in raws:
                 event = decode(raw.value or b"", kinds[raw.topic])
                 if isinstance(event, Rejected):
@@ -224,7 +235,8 @@ def create_app(settings: Settings, detectors: list[Detector], partitions: int) -
                         # The source position travels along: a re-delivered event forwarded twice is applied once.
                         forward[(key, route_partition(model_key(event, value), partitions))].append(
                             [raw.topic, raw.partition, raw.offset, event.kind, (raw.value or b"").decode()])
-                handle(inline, raw, event, Position(raw.topic, raw.partition, raw.offset))
+                inline_items.append((raw, event, Position(raw.topic, raw.partition, raw.offset)))
+            handle(inline, inline_items)
             for (key, partition), items in forward.items():
                 for chunk in _chunks(items, ROUTED_MAX_BYTES):
                     await routes[key][0].send(value=orjson.dumps(chunk), partition=partition)
@@ -301,6 +313,7 @@ def _route_agent(app: faust.App, topic: Any, key: str, lane: _Lane, batches: Any
     @app.agent(topic, name=f"modelsiem.route-{key}")
     async def route(stream: faust.StreamT) -> None:
         async for raws in batches(stream):
+            items = []
             for raw in raws:
                 for source, kind, value in _routed(raw):
                     event = decode(value, kind)
@@ -308,4 +321,8 @@ def _route_agent(app: faust.App, topic: Any, key: str, lane: _Lane, batches: Any
                         log.error("undecodable routed event %s[%d]@%d: %s", raw.topic, raw.partition, raw.offset,
                                   event.reason)
                         continue
-                    handle(lane, raw, event, source)
+                    items.append((raw, event, source))
+                if len(items) >= BATCH_MAX:  # a routed message holds many events: engine batches stay small
+                    handle(lane, items)
+                    items = []
+            handle(lane, items)

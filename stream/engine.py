@@ -24,6 +24,10 @@ they are skipped rather than counted twice. ``seen`` is the key's latest event
 time: a key idle for the detector's ``state_ttl`` is deleted, and so is the
 least recently active one when a partition holds more than ``max_keys`` keys of
 one detector, which bounds memory under a flood of never-seen principals.
+Events are applied in batches (the worker's, a replay's): a key's record is
+fetched and put back, and idle keys are deleted, once a batch, not once an
+event; a key idle past its ttl starts afresh even before it is deleted, so
+that, below the ``max_keys`` bound, the outcome does not depend on the batch size.
 ``alerts`` is the alert lifecycle:
 findings on one subject within the detector's ``episode_gap`` seconds of event time update one
 alert, which is re-sent only when its severity rises or its evidence has grown
@@ -151,8 +155,41 @@ class _Recency:
         return gone
 
 
-def _plan(detectors: list[Detector]) -> list[tuple[Detector, str, int, int, bool, bool]]:
-    """Per detector of one event kind: itself, its id, its version, the index of an earlier one
+class _Batch:
+    """The records one batch has fetched, by detector id and key: each is put back once, at the batch's end."""
+
+    __slots__ = ("store", "records")
+
+    def __init__(self, store: StateStore) -> None:
+        self.store = store
+        self.records: dict[str, dict[str, State]] = {}
+
+    def record(self, detector: Detector, store_id: str, key: str, now: float, peers: bool = False) -> State:
+        """A key's record (or, with ``peers``, a peers record), fetched once a batch; fresh for a key never
+        seen, idle for the detector's ttl (deleted, or about to be) or written by another version."""
+        records = self.records.get(store_id)
+        if records is None:
+            records = self.records[store_id] = {}
+        record = records.get(key)
+        if record is None:
+            record = self.store.get(store_id, key)
+            if record is None or now - record.get("seen", now) > detector.state_ttl:
+                record = {"state": detector.new_peers() if peers else detector.new_state(),
+                          "v": detector.meta.version, "seen": now}
+                if not peers:
+                    record["pos"], record["alerts"] = {}, {}
+            elif record.get("v") != detector.meta.version:
+                # State restored from an older version of the detector has another shape: start it afresh.
+                record["state"] = detector.new_peers() if peers else detector.new_state()
+                record["v"] = detector.meta.version
+            records[key] = record
+        if now > record.get("seen", now):
+            record["seen"] = now
+        return record
+
+
+def _plan(detectors: list[Detector]) -> list[tuple[Detector, str, int, bool, bool]]:
+    """Per detector of one event kind: itself, its id, the index of an earlier one
     whose key it shares (-1 if none), so that a key several detectors are partitioned by is computed once,
     whether it compares peers and whether it is a building block.
 
@@ -165,7 +202,7 @@ def _plan(detectors: list[Detector]) -> list[tuple[Detector, str, int, int, bool
         if has_standard_key(detector):
             same = next((j for j, d in enumerate(detectors[:i])
                          if has_standard_key(d) and d.partition_key == detector.partition_key), -1)
-        plan.append((detector, detector.meta.id, detector.meta.version, same, detector.compares_peers,
+        plan.append((detector, detector.meta.id, same, detector.compares_peers,
                      detector.meta.building_block))
     return plan
 
@@ -187,6 +224,8 @@ class Engine:
         self.naming_growth = naming_growth
         self.max_keys = max_keys
         self.clock = clock
+        # Detectors by the ids their records are stored under (their own and their peers').
+        self._owners = {d.meta.id: d for d in self.detectors} | {d.meta.id + PEERS: d for d in self.detectors}
         # By partition, then detector id.
         self._recency: dict[int, dict[str, _Recency]] = {}
 
@@ -221,30 +260,63 @@ class Engine:
         """
         if partition is None:
             partition = position.partition if position else 0
-        step = Step()
+        return self.process_batch([(event, position)], store, partition)
+
+    def process_batch(
+        self,
+        items: Sequence[tuple[AnyEvent, Position | None]],
+        store: StateStore,
+        partition: int = 0,
+        failed: Callable[[int, Exception], None] | None = None,
+    ) -> Step:
+        """Apply events of one partition in order, as :meth:`process` would one by one, in one step.
+
+        A key's record is fetched and put back once a batch, and its recency kept once a batch,
+        rather than once an event: that work, not the detectors', was most of the engine's cost.
+        An event on which a detector raises is passed to ``failed`` with its index (the batch goes
+        on), or the error is raised when there is no ``failed``.
+        """
+        step, batch, latest = Step(), _Batch(store), float("-inf")
+        for index, (event, position) in enumerate(items):
+            latest = max(latest, event.epoch)
+            try:
+                self._apply(event, position, partition, batch, step)
+            except Exception as exc:
+                if failed is None:
+                    raise
+                failed(index, exc)
+        recencies = self._recency.get(partition) or {}
+        for detector_id, records in batch.records.items():
+            recency = recencies.get(detector_id) or self._recency_of(store, detector_id, partition)
+            for key, record in records.items():
+                # Put back, not only mutated: the store keeps track of what changed.
+                step.records.append((detector_id, key, record))
+                recency.touch(key, record["seen"])
+            gone = recency.evict(latest, self._owners[detector_id].state_ttl, self.max_keys)
+            step.expired.extend((detector_id, key) for key in gone)  # a batch's own keys too, past max_keys
+        return step
+
+    def _apply(self, event: AnyEvent, position: Position | None, partition: int, batch: _Batch, step: Step) -> None:
         now = event.epoch
         slot = position.slot if position is not None else None
-        recencies = self._recency.get(partition) or {}
         keys: list[str | None] = []
-        for detector, detector_id, version, same_key_as, peered, building_block in self._plans.get(event.kind, ()):
+        for detector, detector_id, same_key_as, peered, building_block in self._plans.get(event.kind, ()):
             key = detector.key(event) if same_key_as < 0 else keys[same_key_as]
             keys.append(key)
             if key is None:
                 continue
-            record = store.get(detector_id, key) or {"state": detector.new_state(), "pos": {}, "alerts": {}}
-            if record.get("v") != version:
-                # State restored from an older version of the detector has another shape: start it afresh.
-                record["state"], record["v"] = detector.new_state(), version
+            record = batch.record(detector, detector_id, key, now)
             if position is not None:
                 if record["pos"].get(slot, -1) >= position.offset:
                     continue
                 record["pos"][slot] = position.offset
-            seen = record.get("seen", now)
-            record["seen"] = seen = now if now > seen else seen
             record["part"] = partition
             if peered:
-                peers = self._peers(detector, detector_id + PEERS, event, store, partition, recencies, step)
-                findings = detector.update(record["state"], event, peers)  # type: ignore[call-arg]
+                # The partition is in the key: a table holds the keys of all the worker's partitions in one dict.
+                peers = batch.record(detector, detector_id + PEERS, f"{event.model.name}\x1f{partition}", now,
+                                     peers=True)
+                peers["part"] = partition
+                findings = detector.update(record["state"], event, peers["state"])  # type: ignore[call-arg]
             else:
                 findings = detector.update(record["state"], event)
             for finding in findings:
@@ -253,50 +325,27 @@ class Engine:
                     step.signals.append(_signal(detector_id, record["sig"], finding, event))
                 else:
                     self._revise(detector, record["alerts"], finding, event, step)
-            # Put back, not only mutated: the store keeps track of what changed.
-            step.records.append((detector_id, key, record))
-            self._touch(detector, detector_id, key, now, seen, store, partition, recencies, step)
-        return step
 
     def settle(self, event: AnyEvent, store: StateStore) -> Step:
-        """Apply an event, then the signals it raised to this engine's detectors that take them, and so on.
+        """Apply an event, then the signals it raised to this engine's detectors that take them, and so on."""
+        return self.settle_batch([event], store)
+
+    def settle_batch(self, events: Sequence[AnyEvent], store: StateStore) -> Step:
+        """Apply events, then the signals they raised to this engine's detectors that take them, and so on.
 
         For one process running every detector (replay, the backtest); the worker routes signals
         to the worker that holds their key instead. Each step is saved as it is made (a signal's
         detector must see the state the previous one left), so the returned step, which holds
         every alert and quarantine record, has nothing more to save.
         """
-        total, pending = Step(), [event]
+        total, pending = Step(), list(events)
         while pending:
-            step = self.process(pending.pop(0), store)
+            step = self.process_batch([(each, None) for each in pending], store)
             step.save(store)
             total.alerts += step.alerts
             total.quarantine += step.quarantine
-            pending += step.signals
+            pending = step.signals
         return total
-
-    def _peers(self, detector: Detector, peers_id: str, event: AnyEvent, store: StateStore, partition: int,
-               recencies: dict[str, _Recency], step: Step) -> State:
-        """The state a detector's keys of this event's model share on this partition."""
-        # The partition is in the key: a table holds the keys of all the worker's partitions in one dict.
-        key, now = f"{event.model.name}\x1f{partition}", event.epoch
-        record = store.get(peers_id, key)
-        if record is None or record.get("v") != detector.meta.version:
-            record = {"state": detector.new_peers(), "v": detector.meta.version, "seen": now}
-        record["seen"] = seen = max(now, record["seen"])
-        record["part"] = partition
-        step.records.append((peers_id, key, record))
-        self._touch(detector, peers_id, key, now, seen, store, partition, recencies, step)
-        return record["state"]  # type: ignore[no-any-return]
-
-    def _touch(self, detector: Detector, detector_id: str, key: str, now: float, seen: float, store: StateStore,
-               partition: int, recencies: dict[str, _Recency], step: Step) -> None:
-        """Mark a key active; expire those idle for the detector's ttl or beyond ``max_keys``."""
-        recency = recencies.get(detector_id) or self._recency_of(store, detector_id, partition)
-        recency.touch(key, seen)
-        gone = recency.evict(now, detector.state_ttl, self.max_keys)
-        if gone:
-            step.expired.extend((detector_id, old) for old in gone if old != key)
 
     def _revise(
         self, detector: Detector, open_alerts: dict[str, Any], finding: Finding, event: AnyEvent, step: Step

@@ -10,8 +10,12 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from detectors.base import AnyEvent
 from stream.decode import Rejected, decode
 from stream.engine import Engine, MemoryStore
+
+# Events applied as one engine batch: the worker's batch size (stream.app.BATCH_MAX).
+BATCH = 500
 
 
 @dataclass
@@ -28,25 +32,34 @@ def replay(
     on_alert: Callable[[dict[str, Any]], None],
     on_quarantine: Callable[[dict[str, Any]], None] = lambda record: None,
     store: MemoryStore | None = None,
+    batch: int = BATCH,
 ) -> ReplayReport:
-    """Decode and process each ``(line number, raw)`` in order.
+    """Decode each ``(line number, raw)`` in order and process the events in batches of ``batch``.
 
     Every alert revision goes to ``on_alert``, every quarantine record to ``on_quarantine``.
     """
     store = store if store is not None else MemoryStore()
     report = ReplayReport()
-    for number, raw in lines:
-        event = decode(raw)
-        if isinstance(event, Rejected):
-            report.rejected.append((number, event.reason))
-            continue
-        report.events += 1
-        step = engine.settle(event, store)
+    pending: list[AnyEvent] = []
+
+    def flush() -> None:
+        step = engine.settle_batch(pending, store)
         for alert in step.alerts:
             on_alert(alert)
         for record in step.quarantine:
             on_quarantine(record)
         report.alerts += len(step.alerts)
         report.quarantined += len(step.quarantine)
-        step.save(store)
+        pending.clear()
+
+    for number, raw in lines:
+        event = decode(raw)
+        if isinstance(event, Rejected):
+            report.rejected.append((number, event.reason))
+            continue
+        report.events += 1
+        pending.append(event)
+        if len(pending) >= batch:
+            flush()
+    flush()
     return report
