@@ -45,6 +45,11 @@ from faust.transport.drivers import aiokafka
 from faust.types import TP
 
 log = logging.getLogger("modelsiem.worker")
+# faust asks the broker to hold a fetch for up to 1.5 s. aiokafka keeps one fetch in flight per broker, and
+# leaves out of it the partitions whose records are still being consumed: a fetch of quiet partitions only
+# (feedback, route or changelog topics) then held back busy ones for up to 1.5 s once their records were
+# consumed, and alerts came late by as much. Kafka's own consumers default to 500 ms.
+FETCH_MAX_WAIT_MS = 100
 
 
 def committable(acked: list[int], committed: int | None) -> list[int]:
@@ -103,7 +108,13 @@ async def _rest(coro: Coroutine[Any, Any, Any], waiting_on: Any) -> Any:
 
 
 class ConsumerThread(aiokafka.AIOKafkaConsumerThread):  # type: ignore[misc]
-    """The thread that runs aiokafka's consumer: a fetch that straddles a rebalance gives its records back."""
+    """The thread that runs aiokafka's consumer: a fetch that straddles a rebalance gives its records back,
+    and the broker holds a fetch for at most ``FETCH_MAX_WAIT_MS``."""
+
+    def _create_worker_consumer(self, transport: Any) -> Any:
+        consumer = super()._create_worker_consumer(transport)
+        consumer._fetch_max_wait_ms = FETCH_MAX_WAIT_MS  # read when the consumer starts its fetcher
+        return consumer
 
     async def _fetch_records(self, consumer: Any, active_partitions: Any, timeout: float | None = None,
                              max_records: int | None = None) -> Any:
