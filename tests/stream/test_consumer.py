@@ -13,7 +13,7 @@ from faust.types import TP
 
 from modelsiem.settings import Settings
 from stream.app import new_app
-from stream.consumer import Consumer, started
+from stream.consumer import FETCH_MAX_WAIT_MS, Consumer, started
 
 TP0 = TP("events", 0)
 
@@ -200,3 +200,13 @@ def test_the_app_runs_without_faust_s_statistics_monitor(consumer):
     app.on_init_dependencies()  # where faust adds its monitor to the sensors
     assert app.monitor not in set(app.sensors)
     app.on_init_dependencies()  # and again, harmlessly
+
+
+def test_the_broker_holds_a_fetch_briefly(consumer):
+    # One fetch is in flight per broker: the longer the broker may hold a fetch of quiet partitions,
+    # the longer busy partitions wait behind it (faust asks for 1.5 s).
+    async def create() -> Any:  # aiokafka's consumer is made inside a running loop, as in its thread
+        return consumer._thread._create_worker_consumer(consumer.transport)
+
+    kafka = asyncio.run(create())
+    assert kafka._fetch_max_wait_ms == FETCH_MAX_WAIT_MS <= 100
