@@ -109,7 +109,6 @@ def _crossing(p0: float, p1: float, threshold: float, horizon: int, first: int) 
     sprt = _Sprt(p0, p1)
     alive = np.zeros(horizon + 1)
     alive[0] = 1.0
-    flagged = np.arange(horizon + 1)
     crossed = 0.0
     for n in range(1, horizon + 1):
         alive[1:n + 1] = alive[1:n + 1] * (1 - p0) + alive[:n] * p0

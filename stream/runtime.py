@@ -5,7 +5,7 @@ container allocations, and each event brings a dozen or more (its models and
 their dicts, lists, the framework's message objects): on a replay of the
 detectors, collection took 15 to 20 % of the time. Events die young and the
 detectors' state is long-lived, so collecting less often saves most of that
-for little memory (the worker's peak RSS did not grow in the benchmark);
+for little memory (the worker's peak RSS did not grow in ``modelsiem bench``);
 objects alive at start-up (modules, the framework) are frozen out of every
 collection.
 """
