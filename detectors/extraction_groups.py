@@ -73,7 +73,6 @@ class _GroupDetector(Detector):
 
     group: str
     compares_peers = True
-    state_ttl = 24 * 3600.0
 
     class Params(Detector.Params):
         min_accounts: int = Field(default=8, ge=2)

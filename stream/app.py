@@ -192,11 +192,11 @@ def create_app(settings: Settings, detectors: list[Detector], partitions: int) -
         for signal in step.signals:
             # Through the outbox, like alerts: on the broker before the state that raised it is saved. A signal
             # carries no source position: its detector drops one it has seen (by its number) instead.
-            item = [[None, None, None, "signal", signal.model_dump_json()]]
+            payload = orjson.dumps([[None, None, None, "signal", signal.model_dump_json()]])
             for key, taker in takes.items():
                 value = partition_value(key, signal)
                 if value is not None and taker(signal):
-                    outbox.send(routes[key][0].get_topic_name(), None, orjson.dumps(item),
+                    outbox.send(routes[key][0].get_topic_name(), None, payload,
                                 partition=route_partition(model_key(signal, value), partitions))
 
     async def batches(stream: faust.StreamT) -> AsyncIterator[list[Raw]]:

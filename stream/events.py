@@ -20,8 +20,8 @@ a long user agent cannot hide an event from the detectors.
 from __future__ import annotations
 
 import ipaddress
-from datetime import datetime
 from collections.abc import Callable, Mapping
+from datetime import datetime
 from functools import lru_cache, wraps
 from typing import TYPE_CHECKING, Annotated, Any, Literal, Self, TypeVar
 
