@@ -113,7 +113,7 @@ class ExtractionCampaignDetector(Detector):
             group = state["groups"][group_id] = {"seq": 0, "n": 0, "unsure": 0, "campaign": None}
         evidence = event.evidence
         kind = str(evidence.get("group", ""))
-        n, unsure = _count(evidence, "queries"), _count(evidence, "unsure")
+        n, unsure = _number(evidence, "queries"), _number(evidence, "unsure")
         campaign_id = group["campaign"]
         if campaign_id not in state["campaigns"]:
             campaign_id = group["campaign"] = self._campaign_for(state, group_id, event)
@@ -126,10 +126,10 @@ class ExtractionCampaignDetector(Detector):
         counts[1] += unsure - group["unsure"]
         group.update(seq=event.seq, n=n, unsure=unsure, last=event.epoch)
         campaign["last"] = event.epoch
-        campaign["surprise"] = max(campaign["surprise"], _count(evidence, "binomial_surprise"))
-        campaign["baseline"] = evidence.get("population_unsure_share", campaign["baseline"])
-        campaign["thresholds"] = {k: evidence[k] for k in ("min_surprise", "min_shift", "unsure_margin")
-                                  if isinstance(evidence.get(k), (int, float))}
+        campaign["surprise"] = max(campaign["surprise"], _number(evidence, "binomial_surprise"))
+        campaign["baseline"] = _number(evidence, "population_unsure_share", campaign["baseline"])
+        campaign["thresholds"] = {k: _number(evidence, k) for k in ("min_surprise", "min_shift", "unsure_margin")
+                                  if k in evidence}
         for member in event.users:
             if len(campaign["members"]) >= self.params.max_campaign_members:
                 break
@@ -207,10 +207,11 @@ class ExtractionCampaignDetector(Detector):
         ]
 
 
-def _count(evidence: dict[str, Any], name: str) -> float:
-    """A count from a signal's evidence; 0 when absent or not a number (the route topics are writable)."""
+def _number(evidence: dict[str, Any], name: str, default: float = 0) -> float:
+    """A number from a signal's evidence; ``default`` when absent or not a number (the route topics are
+    writable, and a string kept in the campaign would break every finding built from it)."""
     value = evidence.get(name)
-    return value if isinstance(value, (int, float)) and not isinstance(value, bool) else 0
+    return value if isinstance(value, (int, float)) and not isinstance(value, bool) else default
 
 
 def _evict(groups: dict[str, Any]) -> None:

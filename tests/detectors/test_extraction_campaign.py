@@ -95,3 +95,20 @@ def test_each_partition_judges_its_groups_against_its_own_peers() -> None:
         return raised
 
     assert signals(partition_of_bots=0) and not signals(partition_of_bots=1)
+
+
+def test_a_signal_with_non_numeric_evidence_does_not_break_the_campaign() -> None:
+    """Anyone who can write to a route topic can send a signal: its evidence is read as numbers or not at all."""
+    from stream.signals import Signal
+
+    def signal(seq, users, **evidence):
+        return Signal.model_validate({"timestamp": "2026-01-01T00:00:00Z", "model": {"name": "m"},
+                                      "rule": "extraction_prefix", "subject": "203.0.113.0/24", "seq": seq,
+                                      "magnitude": 100, "users": users, "evidence": {"group": "prefix", **evidence}})
+
+    engine, store = Engine([ExtractionCampaignDetector()]), MemoryStore()
+    hostile = signal(1, ["a", "b"], queries="many", population_unsure_share="{0.__class__}", min_shift=[1])
+    first = engine.settle(hostile, store).alerts
+    later = engine.settle(signal(2, [f"bot-{i}" for i in range(40)], queries=400, unsure=360), store).alerts
+    assert first and later and evidence(later[-1])["accounts"] == 42
+    assert evidence(first[0])["population_unsure_share"] == 0 and evidence(first[0])["min_shift"] == 0
