@@ -59,6 +59,10 @@ BATCH_WITHIN = 0.05
 # A routed message holds events up to this many bytes (one larger event travels alone; events are at most 1 MiB).
 ROUTED_MAX_BYTES = 1024 * 1024
 
+# An event as a lane's agent hands it to the engine: the partition whose state it updates, the message to
+# dead-letter if a detector fails on it, the event, and where it first entered Kafka (none for a signal).
+_Item = tuple[int, Raw, AnyEvent, Position | None]
+
 
 def _credentials(kafka: KafkaSettings) -> Any:
     if kafka.security_protocol == "PLAINTEXT":
@@ -164,23 +168,23 @@ def create_app(settings: Settings, detectors: list[Detector], partitions: int) -
         outbox.send(t.deadletter, raw.key, raw.value,
                     deadletter_headers(reason, raw.topic, raw.partition, raw.offset, stage))
 
-    def handle(lane: _Lane, items: list[tuple[Raw, AnyEvent, Position | None]]) -> None:
-        """Run a lane's detectors on a batch's events, one engine batch per source partition, in order."""
+    def handle(lane: _Lane, items: list[_Item]) -> None:
+        """Run a lane's detectors on a batch's events, one engine batch per partition, in order."""
         if not lane.engine.detectors:
             return
-        by_partition: dict[int, list[tuple[Raw, AnyEvent, Position | None]]] = defaultdict(list)
+        by_partition: dict[int, list[_Item]] = defaultdict(list)
         for item in items:
-            by_partition[item[0].partition].append(item)
+            by_partition[item[0]].append(item)
         for partition, group in by_partition.items():
-            def failed(index: int, exc: Exception, group: list[Any] = group) -> None:
+            def failed(index: int, exc: Exception, group: list[_Item] = group) -> None:
                 # A detector's bug must not stop the partition behind this event.
-                raw = group[index][0]
+                raw = group[index][1]
                 log.exception("detectors failed on %s[%d]@%d; dead-lettered", raw.topic, raw.partition, raw.offset)
                 deadletter(raw, f"detector failure: {type(exc).__name__}: {exc}"[:1000], "engine")
 
             lane.store.at(partition)
-            step = lane.engine.process_batch([(event, source) for _, event, source in group], lane.store, partition,
-                                             failed)
+            step = lane.engine.process_batch([(event, source) for _, _, event, source in group], lane.store,
+                                             partition, failed)
             publish(step)
             step.save(lane.store)  # checkpointed only after the outbox is flushed: see CheckpointSensor
 
@@ -235,14 +239,14 @@ def create_app(settings: Settings, detectors: list[Detector], partitions: int) -
                         # The source position travels along: a re-delivered event forwarded twice is applied once.
                         forward[(key, route_partition(model_key(event, value), partitions))].append(
                             [raw.topic, raw.partition, raw.offset, event.kind, (raw.value or b"").decode()])
-                inline_items.append((raw, event, Position(raw.topic, raw.partition, raw.offset)))
+                inline_items.append((raw.partition, raw, event, Position(raw.topic, raw.partition, raw.offset)))
             handle(inline, inline_items)
             for (key, partition), items in forward.items():
                 for chunk in _chunks(items, ROUTED_MAX_BYTES):
                     await routes[key][0].send(value=orjson.dumps(chunk), partition=partition)
 
     for key, (topic, _) in routes.items():
-        _route_agent(app, topic, key, route_lanes[key], batches, handle)
+        _route_agent(app, topic, key, route_lanes[key], batches, handle, deadletter)
     return app
 
 
@@ -294,34 +298,80 @@ def _chunks(items: list[list[Any]], max_bytes: int) -> list[list[list[Any]]]:
     return chunks
 
 
-def _routed(raw: Raw) -> list[tuple[Position | None, Kind | None, bytes]]:
+def _routed(raw: Raw) -> list[tuple[Position | None, Kind | None, bytes]] | Rejected:
     """The events of a routed message, each with the position where it first entered Kafka (none for a
-    signal) and its kind."""
-    body = orjson.loads(raw.value or b"null")
-    if isinstance(body, list):
-        return [(None if topic is None else Position(topic, partition, offset), kind, text.encode())
-                for topic, partition, offset, kind, text in body]
-    # One event per message, as older workers routed them (kind included); the source position in a header.
-    header = dict(raw.headers).get(_SOURCE)
-    if header:
-        topic, partition, offset = header.decode().split("\x1f")
-        return [(Position(topic, int(partition), int(offset)), None, raw.value or b"")]
-    return [(Position(raw.topic, raw.partition, raw.offset), None, raw.value or b"")]
+    signal) and its kind; or why the message is not a routed message.
+
+    Route topics are internal, but anyone allowed to write to them can: a message of another shape is
+    rejected (and dead-lettered by the agent), never allowed to stop the agent.
+    """
+    if raw.headers and (header := dict(raw.headers).get(_SOURCE)):
+        # One event per message, as older workers routed them (kind included); the source position in a header.
+        try:
+            topic, partition, offset = header.decode().split("\x1f")
+            return [(Position(topic, int(partition), int(offset)), None, raw.value or b"")]
+        except ValueError:
+            return Rejected(f"malformed {_SOURCE} header of a routed message")
+    try:
+        body = orjson.loads(raw.value or b"null")
+    except orjson.JSONDecodeError as exc:
+        return Rejected(f"routed message is not valid JSON: {exc}"[:300])
+    if not isinstance(body, list):
+        # One event per message, without a source header: where it was read is where it entered.
+        return [(Position(raw.topic, raw.partition, raw.offset), None, raw.value or b"")]
+    events: list[tuple[Position | None, Kind | None, bytes]] = []
+    for index, item in enumerate(body):
+        if not _routed_item(item):
+            return Rejected(f"routed message item {index} is not [topic, partition, offset, kind, event text]")
+        topic, partition, offset, kind, text = item
+        events.append((None if topic is None else Position(topic, partition, offset), kind, text.encode()))
+    return events
 
 
-def _route_agent(app: faust.App, topic: Any, key: str, lane: _Lane, batches: Any, handle: Any) -> None:
+def _routed_item(item: Any) -> bool:
+    """Whether ``item`` is ``[source topic, partition, offset, kind, event text]``, the position all null or
+    all given (a topic name and two non-negative integers)."""
+    if not (isinstance(item, list) and len(item) == 5 and item[3] in _ROUTED_KINDS and isinstance(item[4], str)):
+        return False
+    topic, partition, offset = item[:3]
+    if topic is None:
+        return partition is None and offset is None
+    return (isinstance(topic, str) and type(partition) is int and type(offset) is int  # noqa: E721 (no bools)
+            and partition >= 0 and offset >= 0)
+
+
+_ROUTED_KINDS = frozenset(("inference", "feedback", "signal"))
+
+
+def _letter(raw: Raw, source: Position | None, value: bytes) -> Raw:
+    """A routed event as the dead-letter topic should show it: its own text, and where it first entered
+    Kafka (a signal, which has no such place, where it was read)."""
+    if source is None:
+        return Raw(raw.topic, raw.partition, raw.offset, raw.key, value)
+    return Raw(source.topic, source.partition, source.offset, None, value)
+
+
+def _route_agent(app: faust.App, topic: Any, key: str, lane: _Lane, batches: Any, handle: Any,
+                 deadletter: Callable[[Raw, str, str], None]) -> None:
     @app.agent(topic, name=f"modelsiem.route-{key}")
     async def route(stream: faust.StreamT) -> None:
         async for raws in batches(stream):
-            items = []
+            items: list[_Item] = []
             for raw in raws:
-                for source, kind, value in _routed(raw):
+                routed = _routed(raw)
+                if isinstance(routed, Rejected):
+                    log.error("dead-lettered %s[%d]@%d: %s", raw.topic, raw.partition, raw.offset, routed.reason)
+                    deadletter(raw, routed.reason, "route")
+                    continue
+                for source, kind, value in routed:
                     event = decode(value, kind)
-                    if isinstance(event, Rejected):  # only the worker writes here: a bug, not bad input
-                        log.error("undecodable routed event %s[%d]@%d: %s", raw.topic, raw.partition, raw.offset,
-                                  event.reason)
+                    letter = _letter(raw, source, value)
+                    if isinstance(event, Rejected):  # the worker validated it: another writer's, or a bug
+                        log.error("dead-lettered a routed event from %s[%d]@%d: %s", letter.topic, letter.partition,
+                                  letter.offset, event.reason)
+                        deadletter(letter, event.reason, "route")
                         continue
-                    items.append((raw, event, source))
+                    items.append((raw.partition, letter, event, source))
                 if len(items) >= BATCH_MAX:  # a routed message holds many events: engine batches stay small
                     handle(lane, items)
                     items = []

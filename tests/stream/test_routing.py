@@ -1,4 +1,5 @@
-"""Routed messages carry each event's source position, in the batched format and in the older one."""
+"""Routed messages carry each event's source position, in the batched format and in the older one; a message
+of another shape on a route topic is rejected with a reason, never allowed to stop the route agent."""
 
 from __future__ import annotations
 
@@ -8,7 +9,9 @@ from aiokafka.partitioner import DefaultPartitioner
 from detectors.extraction_campaign import ExtractionCampaignDetector
 from detectors.feedback_drift import FeedbackDriftDetector
 from detectors.testing import feedback, inference
-from stream.app import _chunks, _routed, _taker, route_partition
+import pytest
+
+from stream.app import _chunks, _letter, _routed, _taker, route_partition
 from stream.decode import Rejected, decode
 from stream.engine import Position
 from stream.signals import Signal
@@ -26,6 +29,32 @@ def test_a_single_event_from_an_older_worker_uses_its_source_header_or_its_own_p
     with_header = Raw("route", 2, 5, None, b'{"a": 1}', [("modelsiem.source", b"events\x1f1\x1f99")])
     assert _routed(with_header) == [(Position("events", 1, 99), None, b'{"a": 1}')]
     assert _routed(Raw("route", 2, 5, None, b'{"a": 1}')) == [(Position("route", 2, 5), None, b'{"a": 1}')]
+
+
+@pytest.mark.parametrize("value, headers, reason", [
+    (b"not json", [], "not valid JSON"),
+    (b'[["inf", 1, 41, "inference"]]', [], "item 0 is not"),
+    (b'[["inf", 1, 41, "inference", {"event_id": "e"}]]', [], "item 0"),
+    (b'[["inf", 1, 41, "inference", "{}"], ["inf", 1, 42, "bogus-kind", "{}"]]', [], "item 1"),
+    (b'[["inf", "1", 41, "inference", "{}"]]', [], "item 0"),
+    (b'[["inf", true, 41, "inference", "{}"]]', [], "item 0"),
+    (b'[["inf", 1, -41, "inference", "{}"]]', [], "item 0"),
+    (b'[[null, 1, null, "signal", "{}"]]', [], "item 0"),
+    (b'[7]', [], "item 0"),
+    (b'{"a": 1}', [("modelsiem.source", b"events\x1fone\x1f99")], "malformed modelsiem.source header"),
+])
+def test_a_message_of_another_shape_on_a_route_topic_is_rejected_with_a_reason(value, headers, reason):
+    got = _routed(Raw("app-route-model", 3, 900, b"k", value, headers))
+    assert isinstance(got, Rejected) and reason in got.reason
+
+
+def test_a_routed_event_is_dead_lettered_as_its_own_text_at_its_source_position():
+    routed = Raw("app-route-model", 3, 900, b"k", b"[...]")
+    letter = _letter(routed, Position("inf", 1, 41), b'{"a": 1}')
+    assert (letter.topic, letter.partition, letter.offset, letter.value) == ("inf", 1, 41, b'{"a": 1}')
+    # A signal has no source position: where it was read.
+    signal = _letter(routed, None, b'{"rule": "r"}')
+    assert (signal.topic, signal.partition, signal.offset, signal.value) == ("app-route-model", 3, 900, b'{"rule": "r"}')
 
 
 def test_routed_messages_are_split_by_size_and_a_large_event_travels_alone():
