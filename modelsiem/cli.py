@@ -259,6 +259,8 @@ def evaluate(
     trace: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="Labelled JSON-lines trace.")],
     truth: Annotated[Path, typer.Option(exists=True, dir_okay=False, help="Its ground truth (from simulate --truth).")],
     as_json: Annotated[bool, typer.Option("--json", help="Print the figures as one JSON object.")] = False,
+    html: Annotated[Path | None, typer.Option(dir_okay=False, help="Also write an HTML report with a timeline "
+                                              "per scenario to this file.")] = None,
 ) -> None:
     """Backtest: replay a labelled trace and report, per attack, what the detectors caught."""
     from pydantic import TypeAdapter
@@ -272,6 +274,11 @@ def evaluate(
     entries = TypeAdapter(list[Truth]).validate_json(truth.read_bytes())
     collect_less_often()
     result = run_evaluate(_progress(trace, read_lines(trace)), entries, _engine(settings))
+    if html is not None:
+        from modelsiem.report import html_report
+
+        html.write_text(html_report(result, trace.name), encoding="utf-8")
+        err.print(f"report written to {html}", highlight=False)
     if as_json:
         print(json.dumps(result.as_dict(), indent=2))
         return

@@ -8,6 +8,10 @@ severity. Overall: alerts that match no attack, per million benign events.
 
 An alert is about an attack when it names one of the attack's principals
 (``related.user``) or item fingerprints (``related.hash``).
+
+Each scenario also gets a timeline (its events per minute of event time, and
+each alert revision about it), and alerts about no attack are kept with theirs:
+``modelsiem.report`` draws them.
 """
 
 from __future__ import annotations
@@ -21,6 +25,39 @@ from stream.decode import Rejected, decode
 from stream.engine import Engine, MemoryStore
 
 _SEVERITY_NAMES = {21: "low", 47: "medium", 73: "high", 99: "critical"}
+# Alert revisions kept per timeline (the rest are counted): a report stays readable, and bounded.
+MAX_MARKS = 200
+
+
+@dataclass(frozen=True)
+class Mark:
+    """One alert revision on a timeline, at the event time that raised it."""
+
+    at: float
+    rule: str
+    severity: str
+    revision: int
+    subject: str
+    named: int
+
+
+@dataclass
+class Timeline:
+    """A scenario's events per minute of event time, and the alert revisions about it."""
+
+    minutes: dict[int, int] = field(default_factory=dict)
+    marks: list[Mark] = field(default_factory=list)
+    marks_left_out: int = 0
+
+    def count(self, epoch: float) -> None:
+        minute = int(epoch // 60)
+        self.minutes[minute] = self.minutes.get(minute, 0) + 1
+
+    def mark(self, mark: Mark) -> None:
+        if len(self.marks) < MAX_MARKS:
+            self.marks.append(mark)
+        else:
+            self.marks_left_out += 1
 
 
 @dataclass
@@ -37,6 +74,7 @@ class AttackScore:
     named_outside_attack: int = 0
     feedback_events: int = 0
     quarantined: int = 0
+    timeline: Timeline = field(default_factory=Timeline)
 
     @property
     def recall_of_accounts(self) -> float:
@@ -54,6 +92,7 @@ class BenignScore:
     events: int = 0
     alerts: int = 0
     max_severity: str | None = None
+    timeline: Timeline = field(default_factory=Timeline)
 
 
 @dataclass
@@ -66,13 +105,22 @@ class Evaluation:
     quarantined_benign: int = 0
     attacks: list[AttackScore] = field(default_factory=list)
     benign: list[BenignScore] = field(default_factory=list)
+    # Event time of the first and last events, and the alerts about no attack.
+    start: float | None = None
+    end: float | None = None
+    false_marks: Timeline = field(default_factory=Timeline)
 
     @property
     def false_alerts_per_million(self) -> float:
         return self.false_alerts * 1e6 / self.benign_events if self.benign_events else 0.0
 
     def as_dict(self) -> dict[str, Any]:
+        """The figures, without the timelines."""
         out = asdict(self)
+        for key in ("start", "end", "false_marks"):
+            del out[key]
+        for row in out["attacks"] + out["benign"]:
+            del row["timeline"]
         out["false_alerts_per_million"] = round(self.false_alerts_per_million, 3)
         for score, row in zip(self.attacks, out["attacks"], strict=True):
             row["recall_of_accounts"] = round(score.recall_of_accounts, 4)
@@ -113,23 +161,30 @@ def evaluate(lines: Iterable[tuple[int, bytes]], truth: list[Truth], engine: Eng
             result.rejected += 1
             continue
         result.events += 1
+        now = event.epoch
+        result.start = now if result.start is None else min(result.start, now)
+        result.end = now if result.end is None else max(result.end, now)
         who = event.principal.id
         if who not in attacker:
             result.benign_events += 1
         for i, members in enumerate(attack_members):
             if who in members:
                 result.attacks[i].attack_events += 1
+                result.attacks[i].timeline.count(now)
                 if event.kind == "feedback":
                     attack_feedback[i].add(event.event_id)
         for i, members in enumerate(benign_members):
             if who in members:
                 result.benign[i].events += 1
+                result.benign[i].timeline.count(now)
         step = engine.settle(event, store)
         quarantined.update(r["event_id"] for r in step.quarantine)
         for alert in step.alerts:
             alert_id, severity = alert["event"]["id"], alert["event"]["severity"]
             users, hashes = set(alert["related"]["user"]), set(alert["related"]["hash"])
             all_ids.add(alert_id)
+            mark = Mark(now, alert["rule"]["id"], _SEVERITY_NAMES[severity], alert["modelsiem"]["alert"]["revision"],
+                        alert["modelsiem"]["alert"]["subject"], len(users))
             matched = False
             for i, score in enumerate(result.attacks):
                 if users & attack_members[i] or hashes & attack_hashes[i]:
@@ -138,13 +193,16 @@ def evaluate(lines: Iterable[tuple[int, bytes]], truth: list[Truth], engine: Eng
                         score.detected = True
                         score.events_before_alert = score.attack_events
                     alert_ids_by_attack[i].add(alert_id)
+                    score.timeline.mark(mark)
                     score.max_severity = _max_severity(score.max_severity, severity)
                     named[i].update(users)
             if not matched:
                 false_ids.add(alert_id)
+                result.false_marks.mark(mark)
                 for i, members in enumerate(benign_members):
                     if users & members:
                         alert_ids_by_benign[i].add(alert_id)
+                        result.benign[i].timeline.mark(mark)
                         result.benign[i].max_severity = _max_severity(result.benign[i].max_severity, severity)
 
     for i, score in enumerate(result.attacks):
