@@ -6,8 +6,12 @@ of its accounts the alerts named (and how many named accounts were really
 part of it). For each benign pattern: the alerts it drew and their highest
 severity. Overall: alerts that match no attack, per million benign events.
 
-An alert is about an attack when it names one of the attack's principals
-(``related.user``) or item fingerprints (``related.hash``).
+An attack's events are those of its principals within its window (the truth's
+``start`` and ``end``): an account's own use before it turns to attacking, or
+after, is not part of the attack. An alert is about an attack when it names one
+of the attack's principals (``related.user``) or item fingerprints
+(``related.hash``) and comes no earlier than the attack's start; an alert
+naming its principals before the attack is a false alert.
 
 Each scenario also gets a timeline (its events per minute of event time, and
 each alert revision about it), and alerts about no attack are kept with theirs:
@@ -18,6 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
+from datetime import datetime
 from typing import Any
 
 from modelsiem.scenarios import Truth
@@ -65,6 +70,8 @@ class AttackScore:
     scenario: str
     technique: str | None
     attack_events: int = 0
+    # Events of its principals outside its window: their own use, before or after the attack.
+    events_outside_window: int = 0
     detected: bool = False
     events_before_alert: int | None = None
     alerts: int = 0
@@ -143,6 +150,9 @@ def evaluate(lines: Iterable[tuple[int, bytes]], truth: list[Truth], engine: Eng
         benign=[BenignScore(t.scenario) for t in benigns],
     )
     attack_members = [set(t.principals) for t in attacks]
+    # Event times are rounded to the microsecond and the truth's too: a millisecond of slack is more than enough.
+    windows = [(datetime.fromisoformat(t.start).timestamp() - 1e-3, datetime.fromisoformat(t.end).timestamp() + 1e-3)
+               for t in attacks]
     attack_hashes = [set(t.fingerprints) for t in attacks]
     benign_members = [set(t.principals) for t in benigns]
     attacker = set().union(*attack_members) if attack_members else set()
@@ -168,7 +178,11 @@ def evaluate(lines: Iterable[tuple[int, bytes]], truth: list[Truth], engine: Eng
         if who not in attacker:
             result.benign_events += 1
         for i, members in enumerate(attack_members):
-            if who in members:
+            if who not in members:
+                continue
+            if not windows[i][0] <= now <= windows[i][1]:
+                result.attacks[i].events_outside_window += 1
+            else:
                 result.attacks[i].attack_events += 1
                 result.attacks[i].timeline.count(now)
                 if event.kind == "feedback":
@@ -187,7 +201,7 @@ def evaluate(lines: Iterable[tuple[int, bytes]], truth: list[Truth], engine: Eng
                         alert["modelsiem"]["alert"]["subject"], len(users))
             matched = False
             for i, score in enumerate(result.attacks):
-                if users & attack_members[i] or hashes & attack_hashes[i]:
+                if (users & attack_members[i] or hashes & attack_hashes[i]) and now >= windows[i][0]:
                     matched = True
                     if not score.detected:
                         score.detected = True

@@ -30,7 +30,26 @@ def test_starter_scenarios_are_detected_without_false_alerts() -> None:
     assert poisoning.events_before_alert == FeedbackSurgeDetector.Params().min_reports
     assert poisoning.named_outside_attack == 0 and poisoning.alerts == 1
     assert result.false_alerts == 0
-    assert result.benign_events + flood.attack_events + poisoning.attack_events == result.events
+    assert result.benign_events + sum(a.attack_events + a.events_outside_window for a in result.attacks) == result.events
+    # The flooding key's usual queries before the flood are its own use, not the attack.
+    assert flood.events_outside_window > 0
+
+
+def test_an_attack_counts_the_events_of_its_window_and_alerts_before_it_are_false() -> None:
+    # An hour: the flooding key's ~3 usual queries a minute before the flood outnumber what the detector needs.
+    trace = simulate(["query_flood"], minutes=60, principals=5, start=START)
+    [truth] = trace.truth
+    result = evaluate(lines(trace.sorted_events()), trace.truth, Engine([QueryRateDetector()]))
+    [flood] = result.attacks
+    assert flood.events_outside_window > 100 and flood.detected and flood.events_before_alert <= 100
+    start, end = (datetime.fromisoformat(t) for t in (truth.start, truth.end))
+    in_window = [e for e in trace.sorted_events() if e["principal"]["id"] in truth.principals
+                 and start <= datetime.fromisoformat(e["timestamp"]) <= end]
+    assert flood.attack_events == len(in_window)
+    # Declared to start after the flood's alerts: those alerts named the key before its attack.
+    late = Truth(**{**truth.model_dump(), "start": truth.end})
+    result = evaluate(lines(trace.sorted_events()), [late], Engine([QueryRateDetector()]))
+    assert not result.attacks[0].detected and result.false_alerts == 1
 
 
 def test_alerts_naming_no_attacker_are_false_and_charged_to_the_benign_pattern() -> None:
