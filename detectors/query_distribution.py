@@ -25,6 +25,14 @@ answered (the statistics run on aggregates, not on each event):
   ``regular_spacing`` is synthetic-looking geometry: with at least
   ``corroborating_unsure`` unsure answers it raises a finding on its own, and
   it makes a finding on the answers high severity.
+- **peers** (with evenly spaced queries): the principal's share of unsure
+  answers against its peers', the other principals of its model on the same
+  partition (a sample of the model's users): ``peer_shift`` above the median
+  principal's share, with a binomial surprise of ``min_surprise``. The median
+  principal, not the pooled traffic, since a few heavy attackers can make
+  most of a model's traffic. Augmentation chains (Papernot et al.) start from
+  natural inputs and stay near them, so most of their answers are sure, but
+  they are answered unsure several times as often as natural users' queries.
 
 >>> from detectors.testing import inference
 >>> det = QueryDistributionDetector(min_queries=100)
@@ -55,13 +63,17 @@ __all__ = ["QueryDistributionDetector"]
 
 _SAMPLES = 10
 _BATCH = 16  # embedded queries whose nearest-neighbour distances are computed together
+# Peers: principals are counted by their unsure share in bins this wide (1/_SHARE_BINS) once they have answered
+# _PEER_QUERIES queries, and moved at every check_every-th.
+_SHARE_BINS = 50
+_PEER_QUERIES = 100
 
 
 class QueryDistributionDetector(Detector):
     meta = DetectorMeta(
         id="query_distribution",
         name="Queries unlike natural data from one principal",
-        version=1,
+        version=2,
         description=(
             "A principal's queries, at whatever rate, are answered with little margin far more "
             "often than natural inputs are, or, where embeddings are present, are evenly spaced "
@@ -93,6 +105,7 @@ class QueryDistributionDetector(Detector):
     )
     partition_key = "principal"
     state_ttl = 12 * 3600.0
+    compares_peers = True
 
     class Params(Detector.Params):
         min_queries: int = Field(default=400, ge=10, description="Answered queries before anything is judged.")
@@ -105,11 +118,15 @@ class QueryDistributionDetector(Detector):
         min_surprise: float = Field(default=12.0, gt=0.0, description="-log10 of the binomial tail probability.")
         half_life: int = Field(default=2000, ge=10, description="Queries after which old answers weigh half.")
         recent: int = Field(default=64, ge=8, le=256, description="Previous embeddings a query is compared with.")
-        regular_spacing: float = Field(default=0.3, gt=0.0, description="Coefficient of variation of "
+        regular_spacing: float = Field(default=0.35, gt=0.0, description="Coefficient of variation of "
                                        "nearest-neighbour distances below which queries are evenly spaced.")
         corroborating_unsure: float = Field(default=0.25, ge=0.0, le=1.0, description="Unsure share that, with "
                                             "evenly spaced queries, raises a finding: above natural_unsure, since "
                                             "some natural embeddings (isotropic clusters) are evenly spaced too.")
+        peer_shift: float = Field(default=0.05, gt=0.0, lt=1.0, description="Unsure share above the peers' "
+                                  "that, with evenly spaced queries, raises a finding.")
+        min_peers: int = Field(default=10, ge=1, description="Principals with 100 answered queries on the "
+                               "partition before their median share is a baseline.")
         opaque_burst: int = Field(default=500, ge=1, description="Content-less queries in a minute that still alert.")
 
     def __init__(self, **params: object) -> None:
@@ -119,10 +136,15 @@ class QueryDistributionDetector(Detector):
     def new_state(self) -> State:
         # nn: decayed count, sum and sum of squares of nearest-neighbour distances.
         # recent: the last embeddings as one base64 string of float32, 5 KB rather than 30 KB of JSON numbers.
-        return {"n": 0.0, "unsure": 0.0, "answered": 0, "next": 0, "recent": "", "fresh": [],
-                "nn": [0.0, 0.0, 0.0], "ids": []}
+        # answered, unsure_all: plain counts; share_bin: where the principal counts in its peers' histogram.
+        return {"n": 0.0, "unsure": 0.0, "answered": 0, "unsure_all": 0, "share_bin": -1, "next": 0, "recent": "",
+                "fresh": [], "nn": [0.0, 0.0, 0.0], "ids": []}
 
-    def update(self, state: State, event: AnyEvent) -> Iterable[Finding]:
+    def new_peers(self) -> State:
+        # Principals by their share of unsure answers, in bins of 1/_SHARE_BINS.
+        return {"bins": [0] * _SHARE_BINS}
+
+    def update(self, state: State, event: AnyEvent, peers: State | None = None) -> Iterable[Finding]:  # type: ignore[override]
         assert isinstance(event, InferenceEvent)
         p = self.params
         if not content_of(event):
@@ -141,6 +163,9 @@ class QueryDistributionDetector(Detector):
         state["n"] = state["n"] * keep + 1.0
         state["unsure"] = state["unsure"] * keep + unsure
         state["answered"] += 1
+        state["unsure_all"] += unsure
+        if peers is not None and state["answered"] >= _PEER_QUERIES and state["answered"] % p.check_every == 0:
+            _place(state, peers["bins"])
         if unsure:
             add_sample(state["ids"], event.event_id, _SAMPLES)
         if state["answered"] < max(p.min_queries, state["next"]):
@@ -151,10 +176,34 @@ class QueryDistributionDetector(Detector):
         answers = surprise >= p.min_surprise and k >= p.unsure_ratio * p.natural_unsure * n
         spacing = _variation(state["nn"])
         regular = spacing is not None and spacing < p.regular_spacing
-        if not answers and not (regular and k >= p.corroborating_unsure * n):
+        baseline = self._peers_share(state, peers) if regular else None
+        above_peers = baseline is not None and self._above(state, baseline)
+        if not answers and not (regular and k >= p.corroborating_unsure * n) and not above_peers:
             return ()
         severity = "high" if answers and regular else "medium"
-        return (self._finding(event, state, severity, state["answered"], surprise=surprise, spacing=spacing),)
+        return (self._finding(event, state, severity, state["answered"], surprise=surprise, spacing=spacing,
+                              baseline=baseline),)
+
+    def _peers_share(self, state: State, peers: State | None) -> float | None:
+        """The median unsure share of the principal's peers (itself left out), once there are enough of them."""
+        if peers is None:
+            return None
+        bins = list(peers["bins"])
+        if state["share_bin"] >= 0:
+            bins[state["share_bin"]] -= 1
+        total = sum(bins)
+        if total < self.params.min_peers:
+            return None
+        seen = 0
+        for index, count in enumerate(bins):
+            seen += count
+            if 2 * seen >= total:
+                return max((index + 0.5) / _SHARE_BINS, 0.01)
+        return None  # not reached: the bins hold total principals
+
+    def _above(self, state: State, baseline: float) -> bool:
+        n, k = state["answered"], state["unsure_all"]
+        return k >= (baseline + self.params.peer_shift) * n and binomial_surprise(k, n, baseline) >= self.params.min_surprise
 
     def _nearest_neighbours(self, state: State) -> None:
         """Distance of each fresh embedding to its nearest predecessor among the recent ones (one numpy call a batch)."""
@@ -178,14 +227,16 @@ class QueryDistributionDetector(Detector):
         state["recent"] = _pack(x[-self.params.recent:])
 
     def _finding(self, event: InferenceEvent, state: State, severity: str, magnitude: int,
-                 surprise: float = 0.0, spacing: float | None = None, opaque: int = 0) -> Finding:
+                 surprise: float = 0.0, spacing: float | None = None, opaque: int = 0,
+                 baseline: float | None = None) -> Finding:
         p = self.params
         principal = event.principal.id
         share = state["unsure"] / state["n"] if state["n"] else 0.0
         summary = (
             f"sent {opaque} queries in a minute that carry no input or answer to judge" if opaque else
             f"got unsure answers (margin < {p.unsure_margin}) to {share:.0%} of its last ~{round(state['n'])} "
-            f"queries, natural traffic stays under {p.natural_unsure:.0%}"
+            + (f"queries, its model's other users to {baseline:.0%}" if baseline is not None else
+               f"queries, natural traffic stays under {p.natural_unsure:.0%}")
             + (f"; its inputs are evenly spaced like synthetic points (variation {spacing:.2f})"
                if spacing is not None and spacing < p.regular_spacing else "")
         )
@@ -206,6 +257,8 @@ class QueryDistributionDetector(Detector):
                 "nearest_neighbour_samples": round(state["nn"][0], 1),
                 "nearest_neighbour_variation": None if spacing is None else round(spacing, 4),
                 "regular_spacing_threshold": p.regular_spacing,
+                "peers_unsure_share": None if baseline is None else round(baseline, 4),
+                "peer_shift": p.peer_shift,
                 "opaque_queries_per_minute": opaque,
             },
             users=(principal,),
@@ -234,6 +287,16 @@ class QueryDistributionDetector(Detector):
             Example("natural backfill answered confidently", False, lambda: answers(3000, 10, embed=True)),
             Example("campaign member below the volume judged", False, lambda: answers(300, 1)),
         ]
+
+
+def _place(state: State, bins: list[int]) -> None:
+    """Count the principal in the bin of its current share of unsure answers (moving it from its previous bin)."""
+    share_bin = min(int(state["unsure_all"] / state["answered"] * _SHARE_BINS), _SHARE_BINS - 1)
+    if share_bin != state["share_bin"]:
+        if state["share_bin"] >= 0:
+            bins[state["share_bin"]] -= 1
+        bins[share_bin] += 1
+        state["share_bin"] = share_bin
 
 
 def _variation(nn: list[float]) -> float | None:

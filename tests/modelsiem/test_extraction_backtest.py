@@ -17,7 +17,7 @@ import pytest
 
 from detectors.registry import build
 from modelsiem.evaluate import AttackScore, Evaluation, evaluate
-from modelsiem.scenarios import Trace, Window
+from modelsiem.scenarios import SCENARIOS, Trace, Window, simulate
 from modelsiem.scenarios import benign_patterns
 from modelsiem.scenarios import extraction
 from modelsiem.scenarios.traffic import benign
@@ -32,9 +32,9 @@ BENIGN: list[Call] = [
     (benign_patterns.signup_wave, {"accounts": 100}),
     (benign_patterns.nat_users, {"accounts": 50}),
 ]
-# Events an alert may follow, counted from the attacker's first event (as evaluate does).
+# Events an alert may follow, counted from the attack's first event (as evaluate does).
 BUDGET = {"query_flood": 100, "boundary_probing": 100, "boundary_probing_blind": 100,
-          "low_and_slow_extraction": 1000, "low_and_slow_blind": 1000}
+          "low_and_slow_extraction": 1000, "low_and_slow_augmented": 1000, "low_and_slow_blind": 1000}
 
 
 def _evaluate(seed: int, calls: list[Call], minutes: int = 15, principals: int = 20) -> Evaluation:
@@ -87,6 +87,20 @@ def test_campaigns_of_other_shapes_raise_one_alert_naming_their_accounts(seed: i
     result = _evaluate(seed, [(extraction.sybil_campaign, campaign)], minutes=20, principals=30)
     _check(result)
     assert result.attacks[0].alerts == 1
+
+
+@pytest.mark.parametrize("seed", [11, 13])
+def test_augmentation_chains_are_caught_where_attackers_make_most_of_the_traffic(seed: int) -> None:
+    # Papernot-style augmentation stays near natural inputs: most of its answers are sure, and its share of
+    # unsure ones is judged against the model's median user. Here (few users, every scenario at once)
+    # attackers make most of the traffic, and their pooled share of unsure answers is above the augmented
+    # account's.
+    trace = simulate(list(SCENARIOS), minutes=30, seed=seed, principals=20, start=START)
+    result = evaluate([(i, orjson.dumps(e)) for i, e in enumerate(trace.sorted_events(), 1)], trace.truth,
+                      Engine(build()))
+    assert all(a.detected for a in result.attacks)  # the poisoning scenarios too; their budgets are tested apart
+    result.attacks = [a for a in result.attacks if a.technique != "AML.T0020"]
+    _check(result)
 
 
 def test_benign_patterns_at_twice_the_size_stay_silent() -> None:
