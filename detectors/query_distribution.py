@@ -269,7 +269,8 @@ class QueryDistributionDetector(Detector):
 
     @classmethod
     def examples(cls) -> list[Example]:
-        def answers(n: int, unsure_every: int, embed: bool = False, spread: float = 0.0) -> list[AnyEvent]:
+        def answers(n: int, unsure_every: int, embed: bool = False, spread: float = 0.0, principal: str = "key-1",
+                    start: float = 0.0) -> list[AnyEvent]:
             out: list[AnyEvent] = []
             for i in range(n):
                 sure = i % unsure_every != 0
@@ -278,14 +279,24 @@ class QueryDistributionDetector(Detector):
                     # Natural inputs vary along one direction; random ones along all of them.
                     base = [math.sin(i * 1.7 + d * d) * spread for d in range(16)]
                     fields["input"] = {"embedding": [b + (i % 7) * (d == 0) for d, b in enumerate(base)]}
-                out.append(inference(f"q{i}", i * 6, **fields))
+                out.append(inference(f"{principal}-q{i}", start + i * 6, principal=principal, **fields))
             return out
 
+        def users(unsure_every: int) -> list[AnyEvent]:
+            # The model's other users, each with enough answers to count among the peers.
+            return [e for u in range(12) for e in answers(130, unsure_every, principal=f"user-{u}", start=u)]
+
+        # Evenly spaced inputs, one answer in 7 unsure: under both fixed bars (25 % and 35 %).
+        spaced = lambda: answers(600, 7, embed=True, spread=3.0, start=1000)  # noqa: E731
         return [
             Example("random inputs answered without conviction", True, lambda: answers(600, 1, embed=True, spread=3.0)),
             Example("synthetic queries without embeddings", True, lambda: answers(500, 1)),
+            Example("evenly spaced inputs answered unsure far more often than the model's other users", True,
+                    lambda: users(30) + spaced()),
             Example("natural backfill answered confidently", False, lambda: answers(3000, 10, embed=True)),
             Example("campaign member below the volume judged", False, lambda: answers(300, 1)),
+            Example("evenly spaced inputs answered unsure as often as the model's other users", False,
+                    lambda: users(7) + spaced()),
         ]
 
 
