@@ -6,11 +6,13 @@ count exceeds the absolute floor, ``factor`` times the baseline and ``z``
 standard deviations above it raises a finding. Buckets that alerted are not
 learned, so a sustained flood cannot become its own baseline.
 
-Once a principal has a baseline, a short window (``window_seconds``) is held to
-the same per-bucket threshold scaled down (plus five Poisson standard
-deviations, so that a principal running just under the threshold does not cross
-it by chance), so a flood from a key with a quiet history is seen within a few
-dozen queries instead of a full bucket. The floor
+Once a principal has a baseline, two shorter windows are held to the same
+per-bucket threshold scaled down (plus five Poisson standard deviations, so that
+a principal running just under the threshold does not cross it by chance): a
+short one (``window_seconds``) sees a fast flood from a key with a quiet history
+within a few dozen queries instead of a full bucket, and a sliding medium one
+(``medium_window_seconds``, over the times of the key's latest queries) a
+slower flood, a few times the floor, within about a hundred. The floor
 ``min_rate`` stands for the population: the rate above which no ordinary
 principal of the model goes (heavy integrators included); a light user's
 backfill below it is not a flood.
@@ -52,13 +54,15 @@ from detectors.testing import inference
 __all__ = ["QueryRateDetector"]
 
 _SAMPLES = 5
+# Query times the medium window keeps, at most: it bounds the state, and the bars it can judge.
+_RECENT = 128
 
 
 class QueryRateDetector(Detector):
     meta = DetectorMeta(
         id="query_rate",
         name="Query rate far above the principal's baseline",
-        version=2,
+        version=3,
         description=(
             "A principal queried a model far more often in one time bucket than its own "
             "history predicts. Model extraction needs thousands of queries; a flood from one "
@@ -96,14 +100,17 @@ class QueryRateDetector(Detector):
         window_seconds: int = Field(default=2, ge=1, description="Short window held to the scaled threshold "
                                     "once a baseline exists.")
         min_burst: int = Field(default=20, ge=1, description="Fewest queries in the short window that can alert.")
+        medium_window_seconds: int = Field(default=10, ge=1, description="Sliding window held to the scaled "
+                                           "threshold once a baseline exists, for floods too slow for the short one.")
         warmup_buckets: int = Field(default=3, ge=1, description="Buckets learned before the short window "
                                     "(and, for an established account, anything) can alert.")
         established_days: float = Field(default=1.0, ge=0.0, description="Account age at first sight that "
                                         "makes a principal established.")
 
     def new_state(self) -> State:
+        # recent: times of the latest queries within the medium window (at most _RECENT of them).
         return {"bucket": None, "count": 0, "mean": 0.0, "var": 0.0, "learned": 0, "established": False,
-                "window": None, "in_window": 0, "burst": 0, "hot": False, "ids": [], "ips": []}
+                "window": None, "in_window": 0, "recent": [], "burst": 0, "hot": False, "ids": [], "ips": []}
 
     def update(self, state: State, event: AnyEvent) -> Iterable[Finding]:
         p = self.params
@@ -122,13 +129,17 @@ class QueryRateDetector(Detector):
         # A late event counts in the current bucket and window: the past is not rewritten.
         state["count"] += 1
         state["in_window"] += 1
+        recent = state["recent"]
+        recent.append(round(now, 3))
+        while recent[0] <= now - p.medium_window_seconds or len(recent) > _RECENT:
+            del recent[0]
         add_sample(state["ids"], event.event_id, _SAMPLES)
         if event.principal.ip:
             add_sample(state["ips"], event.principal.ip, _SAMPLES)
 
-        # Nothing can surge below both floors (the threshold is at least min_rate, the short
-        # window's bar at least min_burst): the usual case, decided without the statistics.
-        if state["count"] < p.min_rate and state["in_window"] < p.min_burst:
+        # Nothing can surge below both floors (the threshold is at least min_rate, the windows'
+        # bars at least min_burst): the usual case, decided without the statistics.
+        if state["count"] < p.min_rate and state["in_window"] < p.min_burst and len(recent) < p.min_burst:
             return ()
         threshold = self._threshold(state)
         if not self._surging(state, threshold):
@@ -152,6 +163,8 @@ class QueryRateDetector(Detector):
                     "threshold": round(threshold, 3),
                     "queries_in_window": state["in_window"],
                     "window_seconds": p.window_seconds,
+                    "queries_in_medium_window": len(state["recent"]),
+                    "medium_window_seconds": p.medium_window_seconds,
                     "baseline_buckets": state["learned"],
                     "burst_queries": state["burst"],
                 },
@@ -181,12 +194,13 @@ class QueryRateDetector(Detector):
 
     def _summary(self, state: State) -> str:
         p = self.params
-        # Per bucket, the short window's count scaled up when it is what crossed the threshold.
-        short = state["count"] < self._threshold(state)
-        rate = state["in_window"] * p.bucket_seconds / p.window_seconds if short else state["count"]
-        seen = (f"{state['in_window']} queries in {p.window_seconds} s" if short
-                else f"{state['count']} queries in {p.bucket_seconds} s")
-        return (f"sent {seen}, {rate / max(state['mean'], 1.0):.0f}x its baseline of "
+        # Per bucket, the count of the window that crossed the threshold, scaled up.
+        count, seconds = state["count"], p.bucket_seconds
+        if count < self._threshold(state):
+            count, seconds = ((state["in_window"], p.window_seconds) if self._short_crossed(state)
+                              else (len(state["recent"]), p.medium_window_seconds))
+        rate = count * p.bucket_seconds / seconds
+        return (f"sent {count} queries in {seconds} s, {rate / max(state['mean'], 1.0):.0f}x its baseline of "
                 f"{state['mean']:.1f} per {p.bucket_seconds} s")
 
     def _surging(self, state: State, threshold: float) -> bool:
@@ -195,10 +209,19 @@ class QueryRateDetector(Detector):
             # No baseline yet: only a whole bucket over the floor counts, and not at all for an
             # established account, whose history is merely unknown to us.
             return not state["established"] and state["count"] >= threshold
-        # The short window must clear the scaled threshold by 5 Poisson standard deviations: a
-        # principal running just under the threshold fills some short windows above it by chance.
-        scaled = threshold * p.window_seconds / p.bucket_seconds
-        return state["count"] >= threshold or state["in_window"] >= max(p.min_burst, scaled + 5 * math.sqrt(scaled))
+        return (state["count"] >= threshold or self._short_crossed(state, threshold)
+                or len(state["recent"]) >= self._bar(threshold, p.medium_window_seconds))
+
+    def _short_crossed(self, state: State, threshold: float | None = None) -> bool:
+        threshold = self._threshold(state) if threshold is None else threshold
+        return state["in_window"] >= self._bar(threshold, self.params.window_seconds)
+
+    def _bar(self, threshold: float, seconds: int) -> float:
+        """Queries in ``seconds`` that cross the per-bucket threshold scaled down, by 5 Poisson standard deviations:
+        a principal running just under the threshold fills some windows above it by chance. A bar beyond
+        what the medium window keeps cannot be met there; the whole bucket judges such a heavy principal."""
+        scaled = threshold * seconds / self.params.bucket_seconds
+        return max(self.params.min_burst, scaled + 5 * math.sqrt(scaled))
 
     def _threshold(self, state: State) -> float:
         p = self.params

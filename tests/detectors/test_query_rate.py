@@ -26,6 +26,16 @@ def test_a_flood_on_a_quiet_key_is_seen_within_a_few_dozen_queries() -> None:
     assert first.evidence["baseline_buckets"] >= 3 and first.user == "key-1"
 
 
+def test_a_slower_flood_twice_the_ceiling_is_seen_within_a_hundred_queries() -> None:
+    # 10 queries a second: a 2-second window never holds the 26 its bar asks, a whole bucket takes 300 queries;
+    # the sliding 10-second window sees it. Started mid-window: a sliding window does not wait for the next one.
+    flood = [inference(f"f{i}", 1803.7 + i / 10, principal_fields=AGED) for i in range(600)]
+    findings = run(quiet_history(principal_fields=AGED) + flood)
+    first = findings[0]
+    assert first.evidence["queries_in_medium_window"] <= 100 and first.evidence["queries_in_bucket"] <= 100
+    assert first.summary.startswith(f"sent {first.evidence['queries_in_medium_window']} queries in 10 s")
+
+
 def test_an_established_account_seen_first_at_its_heavy_rate_is_learned_not_alerted() -> None:
     assert not run([inference(f"h{i}", i / 8, principal_fields=AGED) for i in range(8 * 600)])
 
