@@ -130,9 +130,11 @@ class QueryRateDetector(Detector):
         state["count"] += 1
         state["in_window"] += 1
         recent = state["recent"]
-        recent.append(round(now, 3))
-        while recent[0] <= now - p.medium_window_seconds or len(recent) > _RECENT:
-            del recent[0]
+        recent.append(now)
+        cutoff = now - p.medium_window_seconds
+        if recent[0] <= cutoff or len(recent) > _RECENT:
+            while recent[0] <= cutoff or len(recent) > _RECENT:
+                del recent[0]
         add_sample(state["ids"], event.event_id, _SAMPLES)
         if event.principal.ip:
             add_sample(state["ips"], event.principal.ip, _SAMPLES)
