@@ -67,6 +67,7 @@ _BATCH = 16  # embedded queries whose nearest-neighbour distances are computed t
 # _PEER_QUERIES queries, and moved at every check_every-th.
 _SHARE_BINS = 50
 _PEER_QUERIES = 100
+_PEERS_KEPT = 2000
 
 
 class QueryDistributionDetector(Detector):
@@ -301,13 +302,19 @@ class QueryDistributionDetector(Detector):
 
 
 def _place(state: State, bins: list[int]) -> None:
-    """Count the principal in the bin of its current share of unsure answers (moving it from its previous bin)."""
+    """Count the principal in the bin of its current share of unsure answers (moving it from its previous bin).
+
+    Principals whose state has expired stay counted; once the bins hold _PEERS_KEPT, every count is halved, so
+    that the median follows the principals of the last while rather than all that were ever seen.
+    """
     share_bin = min(int(state["unsure_all"] / state["answered"] * _SHARE_BINS), _SHARE_BINS - 1)
     if share_bin != state["share_bin"]:
-        if state["share_bin"] >= 0:
+        if state["share_bin"] >= 0 and bins[state["share_bin"]] > 0:  # halving may have taken it already
             bins[state["share_bin"]] -= 1
         bins[share_bin] += 1
         state["share_bin"] = share_bin
+        if sum(bins) > _PEERS_KEPT:
+            bins[:] = [count // 2 for count in bins]
 
 
 def _variation(nn: list[float]) -> float | None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from detectors.query_distribution import QueryDistributionDetector
+from detectors.query_distribution import QueryDistributionDetector, _place
 from detectors.testing import inference
 
 
@@ -66,3 +66,17 @@ def test_an_account_turning_to_extraction_is_not_diluted_by_its_past() -> None:
     later = [e.model_copy(update={"event_id": f"x{i}"}) for i, e in enumerate(
         queries(clustered(2000, seed=1), unsure_share=0.9, seed=1))]
     assert run(past + later)
+
+
+def test_the_peers_histogram_follows_recent_principals_and_stays_bounded() -> None:
+    det = QueryDistributionDetector()
+    peers = det.new_peers()
+    # 3,000 principals once unsure a third of the time, then 3,000 that are almost always sure.
+    for share, count in ((1 / 3, 3000), (1 / 50, 3000)):
+        for _ in range(count):
+            state = det.new_state()
+            state["answered"], state["unsure_all"] = 128, round(128 * share)
+            _place(state, peers["bins"])
+    assert sum(peers["bins"]) <= 2000
+    # The median principal is one of the recent, sure ones.
+    assert det._peers_share(det.new_state(), peers) < 0.05
