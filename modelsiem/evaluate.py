@@ -25,11 +25,11 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any
 
+from detectors.base import SEVERITY_RANK
 from modelsiem.scenarios import Truth
 from stream.decode import Rejected, decode
 from stream.engine import Engine, MemoryStore
 
-_SEVERITY_NAMES = {21: "low", 47: "medium", 73: "high", 99: "critical"}
 # Alert revisions kept per timeline (the rest are counted): a report stays readable, and bounded.
 MAX_MARKS = 200
 
@@ -135,10 +135,8 @@ class Evaluation:
         return out
 
 
-def _max_severity(current: str | None, severity: int) -> str:
-    name = _SEVERITY_NAMES[severity]
-    order = list(_SEVERITY_NAMES.values())
-    return name if current is None or order.index(name) > order.index(current) else current
+def _max_severity(current: str | None, severity: str) -> str:
+    return severity if current is None or SEVERITY_RANK[severity] > SEVERITY_RANK[current] else current
 
 
 def evaluate(lines: Iterable[tuple[int, bytes]], truth: list[Truth], engine: Engine) -> Evaluation:
@@ -194,10 +192,10 @@ def evaluate(lines: Iterable[tuple[int, bytes]], truth: list[Truth], engine: Eng
         step = engine.settle(event, store)
         quarantined.update(r["event_id"] for r in step.quarantine)
         for alert in step.alerts:
-            alert_id, severity = alert["event"]["id"], alert["event"]["severity"]
+            alert_id, severity = alert["event"]["id"], alert["modelsiem"]["alert"]["severity"]
             users, hashes = set(alert["related"]["user"]), set(alert["related"]["hash"])
             all_ids.add(alert_id)
-            mark = Mark(now, alert["rule"]["id"], _SEVERITY_NAMES[severity], alert["modelsiem"]["alert"]["revision"],
+            mark = Mark(now, alert["rule"]["id"], severity, alert["modelsiem"]["alert"]["revision"],
                         alert["modelsiem"]["alert"]["subject"], len(users))
             matched = False
             for i, score in enumerate(result.attacks):

@@ -59,9 +59,10 @@ BATCH_WITHIN = 0.05
 # A routed message holds events up to this many bytes (one larger event travels alone; events are at most 1 MiB).
 ROUTED_MAX_BYTES = 1024 * 1024
 
-# An event as a lane's agent hands it to the engine: the partition whose state it updates, the message to
-# dead-letter if a detector fails on it, the event, and where it first entered Kafka (none for a signal).
-_Item = tuple[int, Raw, AnyEvent, Position | None]
+# An event as a lane's agent hands it to the engine: the partition whose state it updates, the message it
+# came in, the event, where it first entered Kafka (none for a signal) and, for a routed event, its own text
+# (what is dead-lettered if a detector fails on it; see _letter).
+_Item = tuple[int, Raw, AnyEvent, Position | None, bytes | None]
 
 
 def _credentials(kafka: KafkaSettings) -> Any:
@@ -178,13 +179,13 @@ def create_app(settings: Settings, detectors: list[Detector], partitions: int) -
         for partition, group in by_partition.items():
             def failed(index: int, exc: Exception, group: list[_Item] = group) -> None:
                 # A detector's bug must not stop the partition behind this event.
-                raw = group[index][1]
+                _, raw, _, source, text = group[index]
+                raw = raw if text is None else _letter(raw, source, text)
                 log.exception("detectors failed on %s[%d]@%d; dead-lettered", raw.topic, raw.partition, raw.offset)
                 deadletter(raw, f"detector failure: {type(exc).__name__}: {exc}"[:1000], "engine")
 
             lane.store.at(partition)
-            step = lane.engine.process_batch([(event, source) for _, _, event, source in group], lane.store,
-                                             partition, failed)
+            step = lane.engine.process_batch([(item[2], item[3]) for item in group], lane.store, partition, failed)
             publish(step)
             step.save(lane.store)  # checkpointed only after the outbox is flushed: see CheckpointSensor
 
@@ -239,7 +240,7 @@ def create_app(settings: Settings, detectors: list[Detector], partitions: int) -
                         # The source position travels along: a re-delivered event forwarded twice is applied once.
                         forward[(key, route_partition(model_key(event, value), partitions))].append(
                             [raw.topic, raw.partition, raw.offset, event.kind, (raw.value or b"").decode()])
-                inline_items.append((raw.partition, raw, event, Position(raw.topic, raw.partition, raw.offset)))
+                inline_items.append((raw.partition, raw, event, Position(raw.topic, raw.partition, raw.offset), None))
             handle(inline, inline_items)
             for (key, partition), items in forward.items():
                 for chunk in _chunks(items, ROUTED_MAX_BYTES):
@@ -365,13 +366,13 @@ def _route_agent(app: faust.App, topic: Any, key: str, lane: _Lane, batches: Any
                     continue
                 for source, kind, value in routed:
                     event = decode(value, kind)
-                    letter = _letter(raw, source, value)
                     if isinstance(event, Rejected):  # the worker validated it: another writer's, or a bug
+                        letter = _letter(raw, source, value)
                         log.error("dead-lettered a routed event from %s[%d]@%d: %s", letter.topic, letter.partition,
                                   letter.offset, event.reason)
                         deadletter(letter, event.reason, "route")
                         continue
-                    items.append((raw.partition, letter, event, source))
+                    items.append((raw.partition, raw, event, source, value))
                 if len(items) >= BATCH_MAX:  # a routed message holds many events: engine batches stay small
                     handle(lane, items)
                     items = []

@@ -173,15 +173,14 @@ class _Batch:
         record = records.get(key)
         if record is None:
             record = self.store.get(store_id, key)
+            fresh = detector.new_peers if peers else detector.new_state
             if record is None or now - record.get("seen", now) > detector.state_ttl:
-                record = {"state": detector.new_peers() if peers else detector.new_state(),
-                          "v": detector.meta.version, "seen": now}
+                record = {"state": fresh(), "v": detector.meta.version, "seen": now}
                 if not peers:
                     record["pos"], record["alerts"] = {}, {}
             elif record.get("v") != detector.meta.version:
                 # State restored from an older version of the detector has another shape: start it afresh.
-                record["state"] = detector.new_peers() if peers else detector.new_state()
-                record["v"] = detector.meta.version
+                record["state"], record["v"] = fresh(), detector.meta.version
             records[key] = record
         if now > record.get("seen", now):
             record["seen"] = now
