@@ -8,6 +8,13 @@ only those signals, not the events behind them: it merges flagged groups that
 share accounts into one campaign, whose subject is the first flagged group and
 whose members are every account its groups have signalled, so there is one
 alert per campaign, re-sent as its evidence doubles or it names more accounts.
+Groups flagged before anything linked them are campaigns of their own (one
+campaign's prefixes share no account); a group that shares accounts with
+several campaigns (the cohort of them all) merges them into the earliest,
+whose alert then names every account and lists the others it absorbed. Which
+group is flagged first depends on the order signals arrive in, which across
+partitions and workers is not event time, so the merge keeps the outcome
+from depending on it beyond the first alerts.
 
 A campaign's queries are counted per grouping (prefix, cohort) and the larger
 count is reported: within one grouping an event belongs to one group, across
@@ -29,6 +36,12 @@ each.
 >>> second = list(det.update(state, signal("198.51.100.0/24", 1, ["bot-3", "bot-11"])))
 >>> first[0].subject == second[0].subject, second[0].evidence["accounts"], second[0].evidence["campaign_queries"]
 (True, 11, 200)
+>>> apart = list(det.update(state, signal("192.0.2.0/24", 1, ["bot-20", "bot-21"])))  # nothing links it yet
+>>> bridge = list(det.update(state, signal("c:cohort", 1, ["bot-0", "bot-20"])))
+>>> apart[0].subject == first[0].subject, bridge[0].subject == first[0].subject, bridge[0].evidence["accounts"]
+(False, True, 13)
+>>> bridge[0].evidence["merged_campaigns"] == [apart[0].subject]
+True
 """
 
 from __future__ import annotations
@@ -55,7 +68,7 @@ class ExtractionCampaignDetector(Detector):
     meta = DetectorMeta(
         id="extraction_campaign",
         name="Distributed model-extraction campaign",
-        version=2,
+        version=3,
         description=(
             "Groups of accounts sharing infrastructure (an IP prefix) or a creation cohort "
             "(client and creation day), each querying at an ordinary rate, get unsure answers "
@@ -138,7 +151,8 @@ class ExtractionCampaignDetector(Detector):
             add_sample(campaign["ids"], event_id, _SAMPLES)
         for ip in event.ips:
             add_sample(campaign["ips"], ip, _SAMPLES)
-        return (self._finding(campaign_id, campaign),)
+        campaign_id = self._merge_linked(state, campaign_id, event.users)
+        return (self._finding(campaign_id, state["campaigns"][campaign_id]),)
 
     def _campaign_for(self, state: State, group_id: str, signal: Signal) -> str:
         """The campaign a newly flagged group belongs to: one that already has any of its accounts, or a new one."""
@@ -152,6 +166,40 @@ class ExtractionCampaignDetector(Detector):
                                            "last": signal.epoch, "surprise": 0.0, "baseline": 0.0,
                                            "thresholds": {}, "ids": [], "ips": []}
         return campaign_id
+
+    def _merge_linked(self, state: State, campaign_id: str, users: Iterable[str]) -> str:
+        """Merge the campaigns that share an account with ``users`` into ``campaign_id``'s, all into the
+        earliest started; the id of the one left."""
+        campaigns = state["campaigns"]
+        users = list(users)
+        linked = [cid for cid, c in campaigns.items() if cid == campaign_id or any(u in c["members"] for u in users)]
+        if len(linked) == 1:
+            return campaign_id
+        survivor = min(linked, key=lambda cid: campaigns[cid]["start"])  # on a tie, the first made
+        into = campaigns[survivor]
+        for cid in linked:
+            if cid == survivor:
+                continue
+            gone = campaigns.pop(cid)
+            for kind, (n, unsure) in gone["counts"].items():
+                counts = into["counts"].setdefault(kind, [0, 0])
+                counts[0] += n
+                counts[1] += unsure
+            for member in gone["members"]:
+                if len(into["members"]) >= self.params.max_campaign_members:
+                    break
+                into["members"][member] = 1
+            into["groups"] = (into["groups"] + gone["groups"])[:_MAX_LISTED_GROUPS]
+            into["merged"] = (into.get("merged", []) + [cid] + gone.get("merged", []))[:_MAX_LISTED_GROUPS]
+            into["last"] = max(into["last"], gone["last"])
+            into["surprise"] = max(into["surprise"], gone["surprise"])
+            for sample in ("ids", "ips"):
+                for value in gone[sample]:
+                    add_sample(into[sample], value, _SAMPLES)
+        for group in state["groups"].values():
+            if group["campaign"] in linked:
+                group["campaign"] = survivor
+        return survivor
 
     def _finding(self, campaign_id: str, campaign: dict[str, Any]) -> Finding:
         accounts = len(campaign["members"])
@@ -182,6 +230,8 @@ class ExtractionCampaignDetector(Detector):
                 "shared_prefixes": prefixes,
                 "shared_clients": clients,
                 "campaign_start": datetime.fromtimestamp(campaign["start"], tz=timezone.utc).isoformat(),
+                # The subjects of earlier alerts about parts of this campaign, before a group linked them.
+                "merged_campaigns": campaign.get("merged", []),
             },
             users=tuple(campaign["members"]),
             ips=tuple(campaign["ips"]),

@@ -112,3 +112,35 @@ def test_a_signal_with_non_numeric_evidence_does_not_break_the_campaign() -> Non
     later = engine.settle(signal(2, [f"bot-{i}" for i in range(40)], queries=400, unsure=360), store).alerts
     assert first and later and evidence(later[-1])["accounts"] == 42
     assert evidence(first[0])["population_unsure_share"] == 0 and evidence(first[0])["min_shift"] == 0
+
+
+def test_campaigns_flagged_apart_are_merged_when_a_group_links_them() -> None:
+    """Signals arrive in any order across partitions: prefixes flagged before their cohort are campaigns of
+    their own until the cohort, which shares accounts with each, merges them into the earliest."""
+    campaign_rule = ExtractionCampaignDetector()
+    prefixes = [f"203.0.{p}.0/24" for p in range(3)]
+    bots = {prefix: [f"bot-{p}-{i}" for i in range(10)] for p, prefix in enumerate(prefixes)}
+    signals = [_signal("extraction_prefix", prefix, 1, bots[prefix], seconds=p) for p, prefix in enumerate(prefixes)]
+    signals.append(_signal("extraction_cohort", "c:httpx", 1, [b for group in bots.values() for b in group[:3]], 9))
+    signals += [_signal("extraction_prefix", prefix, 2, bots[prefix], seconds=20 + p) for p, prefix in enumerate(prefixes)]
+    engine, store = Engine([campaign_rule]), MemoryStore()
+    alerts = [a for s in signals for a in engine.settle(s, store).alerts]
+    subjects = [a["modelsiem"]["alert"]["subject"] for a in alerts]
+    first = f"campaign:extraction_prefix:{prefixes[0]}"
+    assert len(set(subjects[:3])) == 3  # three campaigns, as far as anyone could tell
+    assert set(subjects[3:]) == {first}  # from the cohort on, one: every later signal updates it
+    last = evidence(alerts[-1])
+    assert last["accounts"] == 30 and len(alerts[-1]["related"]["user"]) == 30
+    assert sorted(last["merged_campaigns"]) == sorted(f"campaign:extraction_prefix:{p}" for p in prefixes[1:])
+    assert last["campaign_queries"] == 3 * 160  # each prefix's latest count, once
+    campaigns = next(iter(store.records["extraction_campaign"].values()))["state"]["campaigns"]
+    assert list(campaigns) == [first]
+
+
+def _signal(rule: str, subject: str, seq: int, users: list[str], seconds: float = 0.0):
+    from stream.signals import Signal
+
+    return Signal.model_validate({"timestamp": 1767225600 + seconds, "model": {"name": "m"}, "rule": rule,
+                                  "subject": subject, "seq": seq, "magnitude": 80 * seq, "users": users,
+                                  "evidence": {"group": rule.removeprefix("extraction_"), "label": subject,
+                                               "queries": 80 * seq, "unsure": 70 * seq}})
