@@ -1,7 +1,8 @@
 """The do-nothing faust workers of ``modelsiem bench``: the framework's own cost, for comparison.
 
-``python -m modelsiem.bench_noop`` takes one event at a time; with ``batch`` it
-takes them in batches as the worker does (``stream.app.BATCH_MAX``).
+``python -m modelsiem.bench_noop`` takes one event at a time from a faust stream; with
+``batch`` it takes the records as the worker does, a fetched piece at a time
+(``stream.handover``), and acknowledges them.
 """
 
 from __future__ import annotations
@@ -12,7 +13,8 @@ import faust
 
 from connectors.kafka import ensure_topics
 from modelsiem.settings import Settings
-from stream.app import BATCH_MAX, BATCH_WITHIN, new_app
+from stream.app import BATCH_MAX, new_app
+from stream.handover import acknowledge
 from stream.runtime import collect_less_often
 
 
@@ -22,13 +24,15 @@ def main() -> None:
     settings = Settings()
     partitions = ensure_topics(settings)[settings.topics.inference]
     app = new_app(settings, partitions, app_id=f"{settings.app_id}-noop{'-batch' if batched else ''}")
-    topic = app.topic(settings.topics.inference, settings.topics.feedback, key_type=bytes, value_type=bytes)
+    topics = [settings.topics.inference, settings.topics.feedback]
+    topic = app.topic(*topics, key_type=bytes, value_type=bytes)
+    queue = app.handover.register(topics) if batched else None
 
     @app.agent(topic, name="modelsiem.bench-noop")
     async def noop(stream: faust.StreamT) -> None:
-        if batched:
-            async for _ in stream.take_events(BATCH_MAX, within=BATCH_WITHIN):
-                pass
+        if queue is not None:
+            async for raws in app.handover.pieces(queue, BATCH_MAX):
+                acknowledge(app.consumer, raws)
         else:
             async for _ in stream:
                 pass

@@ -49,13 +49,13 @@ from stream.checkpoint import CheckpointSensor, CheckpointStore
 from stream.consumer import Transport
 from stream.decode import Kind, Rejected, decode
 from stream.engine import PEERS, Engine, Position, Step
-from stream.skipped import Raw, SkippedOffsets, acknowledge
+from stream.handover import Handover, acknowledge
+from stream.skipped import Raw, SkippedOffsets
 
 log = logging.getLogger("modelsiem.worker")
 _SOURCE = "modelsiem.source"  # header of a routed event from older workers: where it first entered Kafka
-# Events are taken from faust in batches of up to BATCH_MAX, or what arrived within BATCH_WITHIN seconds.
+# Events are processed in batches of up to BATCH_MAX, cut from what a fetch brought (stream.handover).
 BATCH_MAX = 500
-BATCH_WITHIN = 0.05
 # A routed message holds events up to this many bytes (one larger event travels alone; events are at most 1 MiB).
 ROUTED_MAX_BYTES = 1024 * 1024
 
@@ -86,6 +86,8 @@ class _App(faust.App):
     views (off here) and is called four times for every message: without it the
     do-nothing agent ran 1.15 times as fast on this project's stack.
     """
+
+    handover: Handover  # set by new_app
 
     def on_init_dependencies(self) -> Iterable[Any]:
         services = super().on_init_dependencies()
@@ -126,6 +128,7 @@ def new_app(settings: Settings, partitions: int, app_id: str | None = None) -> f
         producer_compression_type="lz4",
     )
     app.transport = Transport(app.conf.broker_consumer, app)
+    app.handover = Handover(app)
     return app
 
 
@@ -204,10 +207,11 @@ def create_app(settings: Settings, detectors: list[Detector], partitions: int) -
                     outbox.send(routes[key][0].get_topic_name(), None, payload,
                                 partition=route_partition(model_key(signal, value), partitions))
 
-    async def batches(stream: faust.StreamT) -> AsyncIterator[list[Raw]]:
-        """The stream in batches (faust's cost is per await, not per event), holes filled; acked after use."""
-        async for events in stream.take_events(BATCH_MAX, within=BATCH_WITHIN):
-            raws = await skipped.complete([Raw.of(ev.message) for ev in events])
+    async def batches(queue: Any) -> AsyncIterator[list[Raw]]:
+        """An agent's records as its consumer fetched them (``stream.handover``), holes filled; acknowledged
+        once processed."""
+        async for raws in app.handover.pieces(queue, BATCH_MAX):
+            raws = await skipped.complete(raws)
             yield raws
             acknowledge(app.consumer, raws)
 
@@ -221,9 +225,12 @@ def create_app(settings: Settings, detectors: list[Detector], partitions: int) -
         for each in lanes:
             each.forget({tp.partition for tp in revoked if tp.topic in each.store.topics})
 
+    events = app.handover.register([t.inference, t.feedback])
+
+    # A faust agent, for faust to subscribe to its topics and supervise it; its records come by hand-over.
     @app.agent(app.topic(t.inference, t.feedback, key_type=bytes, value_type=bytes), name="modelsiem.ingest")
     async def ingest(stream: faust.StreamT) -> None:
-        async for raws in batches(stream):
+        async for raws in batches(events):
             # One routed message per route partition and batch: a list of [source topic, partition, offset, kind, event]
             # (the kind travels along: on the event topics the topic tells it, and the event may not).
             forward: dict[tuple[str, int], list[list[Any]]] = defaultdict(list)
@@ -354,9 +361,11 @@ def _letter(raw: Raw, source: Position | None, value: bytes) -> Raw:
 
 def _route_agent(app: faust.App, topic: Any, key: str, lane: _Lane, batches: Any, handle: Any,
                  deadletter: Callable[[Raw, str, str], None]) -> None:
+    queue = app.handover.register([topic.get_topic_name()])
+
     @app.agent(topic, name=f"modelsiem.route-{key}")
     async def route(stream: faust.StreamT) -> None:
-        async for raws in batches(stream):
+        async for raws in batches(queue):
             items: list[_Item] = []
             for raw in raws:
                 routed = _routed(raw)

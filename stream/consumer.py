@@ -44,6 +44,8 @@ from faust.transport.consumer import CONSUMER_FETCHING
 from faust.transport.drivers import aiokafka
 from faust.types import TP
 
+from stream.handover import Handover, Piece, interleaved, raws_of
+
 log = logging.getLogger("modelsiem.worker")
 # faust asks the broker to hold a fetch for up to 1.5 s. aiokafka keeps one fetch in flight per broker, and
 # leaves out of it the partitions whose records are still being consumed: a fetch of quiet partitions only
@@ -139,35 +141,32 @@ class Consumer(aiokafka.Consumer):  # type: ignore[misc]
         return ConsumerThread(self, loop=self.loop, beacon=self.beacon)
 
     async def _drain_messages(self, fetcher: Any) -> None:
-        """faust's drain loop (``Consumer._drain_messages``), each hand-over run in place when it can be."""
-        callback, getmany = self.callback, self.getmany
-        read_offset = self._read_offset
-        acks_enabled_for = self.app.topics.acks_enabled_for
-        since_yield = 0
+        """faust's drain loop (``Consumer._drain_messages``): the records of a topic registered for hand-over
+        go to its agent's queue, a fetch at a time (``stream.handover``); every other record is handed to
+        faust's streams as faust does, run in place when it can be."""
+        handover: Handover | None = getattr(self.app, "handover", None)
+        queues = handover.queues if handover is not None else {}
         try:
             while not (self._stopped.is_set() or fetcher._stopped.is_set()):
                 self.diag.set_flag(CONSUMER_FETCHING)
-                records = getmany(timeout=1.0)
-                await asyncio.sleep(0)  # getmany may not give the loop a turn
-                if self.should_stop:
+                records, active = await self._wait_next_records(1.0)
+                await asyncio.sleep(0)  # the fetch may not give the loop a turn
+                if records is None or self.should_stop:
                     continue
-                async for tp, message in records:
-                    since_yield += 1
-                    if since_yield > 100:
-                        await asyncio.sleep(0)
-                        since_yield = 0
-                    offset, last = message.offset, read_offset[tp]
-                    if last is not None and offset < last:
-                        continue  # read already: faust drops it too
-                    if last and offset - last > 1 and acks_enabled_for(message.topic):
-                        await self._add_gap(tp, last + 1, offset)
-                    if self._commit_every is not None and self._n_acked >= self._commit_every:
-                        self._n_acked = 0
-                        await self.commit()
-                    rest = started(callback(message))
-                    if rest is not None:  # the stream's buffer is full, or the flow stopped: wait as faust does
-                        await self.wait_first(rest, self.suspend_flow.wait())
-                    read_offset[tp] = offset
+                if not self.flow_active:
+                    await self._seek_back()
+                    continue
+                generation = self.app.consumer_generation_id
+                by_queue: dict[Any, dict[TP, Any]] = {}
+                for tp, taken in records.items():
+                    if active is None or tp in active or tp in self._buffered_partitions:
+                        by_queue.setdefault(queues.get(tp.topic), {})[tp] = taken
+                one_by_one = by_queue.pop(None, None)
+                for queue, fetched in by_queue.items():
+                    if not await self._hand_over(queue, fetched, generation):
+                        break
+                if one_by_one:
+                    await self._deliver_each(one_by_one, generation)
                 self.diag.unset_flag(CONSUMER_FETCHING)
         except self.consumer_stopped_errors:
             if not self.transport.app.should_stop:
@@ -177,6 +176,84 @@ class Consumer(aiokafka.Consumer):  # type: ignore[misc]
                 raise
         finally:
             self.diag.unset_flag(CONSUMER_FETCHING)
+
+    async def _seek_back(self) -> None:
+        # As faust does when a fetch returns while the flow is stopped.
+        try:
+            await self.perform_seek()
+        except Exception as exc:  # noqa: BLE001 - faust logs and goes on; the next rebalance seeks again
+            log.warning("seeking back to committed offsets failed: %r", exc)
+
+    def _unread(self, tp: TP, records: Any) -> Any:
+        """The records not read yet, in order, with the gaps in their offsets recorded as faust does."""
+        read_offset = self._read_offset
+        last = read_offset[tp]
+        gaps = []
+        fresh = []
+        for record in records:
+            offset = record.offset
+            if last is not None and offset < last:
+                continue  # read already: faust drops it too
+            if last and offset - last > 1:
+                gaps.append((last + 1, offset))
+            fresh.append(record)
+            last = offset
+        return fresh, gaps
+
+    async def _record_gaps(self, tp: TP, gaps: list[tuple[int, int]]) -> None:
+        if gaps and self.app.topics.acks_enabled_for(tp.topic):
+            for start, end in gaps:
+                await self._add_gap(tp, start, end)
+
+    async def _commit_if_due(self) -> None:
+        if self._commit_every is not None and self._n_acked >= self._commit_every:
+            self._n_acked = 0
+            await self.commit()
+
+    async def _hand_over(self, queue: Any, fetched: dict[TP, Any], generation: int) -> bool:
+        """Put an agent's part of a fetch on its queue as one piece; False if the flow stopped meanwhile."""
+        unread = {}
+        for tp, records in fetched.items():
+            fresh, gaps = self._unread(tp, records)
+            if fresh:
+                await self._record_gaps(tp, gaps)
+                unread[tp] = fresh
+        if not unread:
+            return True
+        await self._commit_if_due()
+        piece = Piece(generation, interleaved([raws_of(records) for records in unread.values()]))
+        if queue.full():  # the agent is behind: wait for it, or for a rebalance to stop the flow
+            await self.wait_first(queue.put(piece), self.suspend_flow.wait())
+            if not self.flow_active or self.app.consumer_generation_id != generation:
+                return False
+        else:
+            queue.put_nowait(piece)
+        for tp, records in unread.items():
+            self._read_offset[tp] = records[-1].offset
+        return True
+
+    async def _deliver_each(self, records: dict[TP, Any], generation: int) -> None:
+        """Hand records to faust's streams one message at a time, round robin over partitions, as faust does."""
+        callback, read_offset = self.callback, self._read_offset
+        since_yield = 0
+        for tp, record in self.scheduler.iterate(records):
+            if not self.flow_active or self.app.consumer_generation_id != generation:
+                return
+            since_yield += 1
+            if since_yield > 100:
+                await asyncio.sleep(0)
+                since_yield = 0
+            fresh, gaps = self._unread(tp, (record,))
+            if not fresh:
+                continue
+            await self._record_gaps(tp, gaps)
+            await self._commit_if_due()
+            rest = started(callback(self._to_message(tp, record)))
+            if rest is not None:  # the stream's buffer is full: wait for it, or for a rebalance to stop the flow
+                await self.wait_first(rest, self.suspend_flow.wait())
+                if not self.flow_active:
+                    return  # given up: not read (faust moved its read offset past it, and lost it)
+            read_offset[tp] = record.offset
 
     def _new_offset(self, tp: TP) -> Any:
         acked = self._acked[tp]

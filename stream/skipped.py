@@ -31,10 +31,8 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 from confluent_kafka import Consumer, TopicPartition
-from faust.types import TP, Message
 
 from modelsiem.settings import KafkaSettings
 
@@ -52,13 +50,7 @@ class Raw:
     value: bytes | None
     headers: list[tuple[str, bytes]] = field(default_factory=list)
     timestamp: float = 0.0
-    read_back: bool = False  # not delivered by faust: to be acknowledged to it once processed
-
-    @classmethod
-    def of(cls, message: Any) -> Raw:
-        headers = message.headers or []
-        return cls(message.topic, message.partition, message.offset, message.key, message.value,
-                   list(headers.items() if isinstance(headers, dict) else headers), message.timestamp or 0.0)
+    read_back: bool = False  # read back here, not fetched by the worker's consumer
 
 
 class SkippedOffsets:
@@ -131,11 +123,3 @@ class SkippedOffsets:
             return found
         finally:
             consumer.close()
-
-
-def acknowledge(consumer: Any, messages: Iterable[Raw]) -> None:
-    """Tell faust's consumer the read-back messages are done, so that it commits past them."""
-    for m in messages:
-        if m.read_back:
-            consumer.ack(Message(m.topic, m.partition, m.offset, m.timestamp, 0, m.headers, m.key, m.value,
-                                 None, tp=TP(m.topic, m.partition)))

@@ -55,9 +55,9 @@ def test_attacks_become_ecs_alerts_and_bad_messages_are_dead_lettered(isolated, 
     def every_attack_alerted():
         docs = es_alerts(s)
         # The campaign's alert comes last: its accounts are named as its groups' signals arrive.
-        campaign = {u for d in docs if d["rule"]["id"] == "extraction_campaign" for u in d["related"]["user"]}
+        named = max((len(d["related"]["user"]) for d in docs if d["rule"]["id"] == "extraction_campaign"), default=0)
         return docs if ({d["rule"]["id"] for d in docs} >= {"query_rate", "feedback_surge", "extraction_campaign"}
-                        and len(campaign) >= 0.9 * len(truth["distributed_extraction"])) else None
+                        and named >= 0.9 * len(truth["distributed_extraction"])) else None
 
     def alive():
         worker.assert_running()
@@ -81,10 +81,16 @@ def test_attacks_become_ecs_alerts_and_bad_messages_are_dead_lettered(isolated, 
     assert set(poisoning[0]["related"]["user"]) <= truth["feedback_poisoning"]
     assert poisoning[0]["threat"]["technique"]["id"] == ["AML.T0020"]
     # The distributed extraction, flagged by group on the route topics and merged by model from their
-    # signals: one campaign alert naming only its accounts.
+    # signals: one alert naming nearly all its accounts and only them. Its prefixes may be flagged before
+    # the cohort that links them (signals cross partitions in no set order), each an alert until merged:
+    # at most 5 alerts for the campaign, and the one that merged them lists the others.
     campaign = [d for d in docs if d["rule"]["id"] == "extraction_campaign"]
-    assert len({d["event"]["id"] for d in campaign}) == 1
+    ids = {d["event"]["id"] for d in campaign}
+    assert len(ids) <= 5
     assert {u for d in campaign for u in d["related"]["user"]} <= truth["distributed_extraction"]
+    merged = max(campaign, key=lambda d: len(d["related"]["user"]))
+    others = {d["modelsiem"]["alert"]["subject"] for d in campaign} - {merged["modelsiem"]["alert"]["subject"]}
+    assert others <= set(merged["modelsiem"]["evidence"].get("merged_campaigns", []))
 
     dead = wait_until(lambda: (m := read_topic(s, t.deadletter)) and len(m) >= len(MALFORMED) and m,
                       60, "the dead-lettered messages", alive)

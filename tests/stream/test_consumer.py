@@ -14,6 +14,7 @@ from faust.types import TP
 from modelsiem.settings import Settings
 from stream.app import new_app
 from stream.consumer import FETCH_MAX_WAIT_MS, Consumer, started
+from stream.handover import Piece, acknowledge, raws_of
 
 TP0 = TP("events", 0)
 
@@ -146,53 +147,115 @@ def test_a_waiting_hand_over_given_up_is_cancelled_inside():
     assert seen == ["cancelled"]
 
 
-class _Message:
-    def __init__(self, offset: int) -> None:
-        self.offset, self.topic = offset, TP0.topic
+def _record(offset: int, tp: TP = TP0) -> SimpleNamespace:
+    """An aiokafka record."""
+    return SimpleNamespace(topic=tp.topic, partition=tp.partition, offset=offset, timestamp=1_700_000_000_000 + offset,
+                           timestamp_type=0, key=b"k", value=b"v%d" % offset, headers=[("h", b"1")], checksum=None,
+                           serialized_key_size=1, serialized_value_size=2)
 
 
-def _drain(consumer: Consumer, offsets: list[int], callback: Any, stop_flow_after: float | None = None) -> None:
-    """Run the consumer's drain loop over one fetch of ``offsets`` (then stop it)."""
+def _drain(consumer: Consumer, fetched: dict[TP, list[int]], callback: Any = None,
+           stop_flow_after: float | None = None) -> None:
+    """Run the consumer's drain loop over one fetch of ``fetched`` offsets by partition (then stop it)."""
     loop = consumer.app.loop
     fetcher = SimpleNamespace(_stopped=asyncio.Event())
 
-    async def getmany(timeout: float) -> Any:
-        for offset in offsets:
-            yield TP0, _Message(offset)
+    async def next_records(timeout: float) -> Any:
         fetcher._stopped.set()
+        return {tp: [_record(o, tp) for o in offsets] for tp, offsets in fetched.items()}, set(fetched)
 
     async def run() -> None:
         if stop_flow_after is not None:
             loop.call_later(stop_flow_after, consumer.stop_flow)
         await asyncio.wait_for(consumer._drain_messages(fetcher), 5)
 
-    consumer.getmany, consumer.callback = getmany, callback
+    consumer._wait_next_records = next_records
+    if callback is not None:
+        consumer.callback = callback
     loop.run_until_complete(run())
 
 
 def test_the_drain_loop_hands_every_message_over_in_order(consumer):
     got: list[int] = []
 
-    async def callback(message: _Message) -> None:
+    async def callback(message: Any) -> None:
         if message.offset == 2:
             await asyncio.sleep(0.01)  # a full buffer: this one waits
         got.append(message.offset)
 
-    _drain(consumer, [0, 1, 2, 3, 1], callback)  # offset 1 again: read already, dropped as faust does
+    _drain(consumer, {TP0: [0, 1, 2, 3, 1]}, callback)  # offset 1 again: read already, dropped as faust does
     assert got == [0, 1, 2, 3] and consumer._read_offset[TP0] == 3
 
 
-def test_a_hand_over_blocked_when_the_flow_stops_is_given_up_as_faust_does(consumer):
+def test_a_hand_over_blocked_when_the_flow_stops_is_given_up_with_the_rest_of_the_fetch_as_faust_does(consumer):
     got: list[int] = []
     never = asyncio.Event()
 
-    async def callback(message: _Message) -> None:
+    async def callback(message: Any) -> None:
         if message.offset == 1:
             await never.wait()  # the stream's buffer stays full: a rebalance stops the flow
         got.append(message.offset)
 
-    _drain(consumer, [0, 1, 2], callback, stop_flow_after=0.05)
-    assert got == [0, 2]
+    _drain(consumer, {TP0: [0, 1, 2]}, callback, stop_flow_after=0.05)
+    assert got == [0] and consumer._read_offset[TP0] == 0  # 1 and 2 are fetched again after the rebalance
+
+
+TP1 = TP("events", 1)
+
+
+def test_records_of_a_registered_topic_go_to_its_queue_a_fetch_at_a_time_partitions_in_turn(consumer):
+    queue = consumer.app.handover.register(["events"])
+    consumer._read_offset[TP1] = 40
+    consumer.app.consumer_generation_id = 3
+    consumer.app.topics.acks_enabled_for = lambda topic: True  # as for an agent's topic
+    _drain(consumer, {TP0: [0, 1, 2], TP1: [39, 40, 41, 43]})  # 39 read already; 42 is a gap
+    piece = queue.get_nowait()
+    assert queue.empty() and piece.generation == 3
+    assert [(r.partition, r.offset) for r in piece.raws] == [(0, 0), (1, 40), (0, 1), (1, 41), (0, 2), (1, 43)]
+    first = piece.raws[0]
+    assert (first.topic, first.key, first.value, first.headers, first.timestamp) == (
+        "events", b"k", b"v0", [("h", b"1")], 1_700_000_000.0)
+    assert consumer._read_offset[TP0] == 2 and consumer._read_offset[TP1] == 43
+    assert consumer._gap[TP1].overlaps(42) and not consumer._gap[TP1].overlaps(41)  # the gap, as faust records it
+
+
+def test_a_hand_over_to_a_full_queue_is_given_up_when_the_flow_stops(consumer):
+    queue = consumer.app.handover.register(["events"])
+    for _ in range(queue.maxsize):
+        queue.put_nowait(Piece(0, []))  # the agent is behind, then a rebalance stops the flow
+    _drain(consumer, {TP0: [7, 8]}, stop_flow_after=0.05)
+    assert queue.qsize() == queue.maxsize and consumer._read_offset[TP0] is None  # to be fetched again
+
+
+def test_pieces_come_in_runs_and_those_of_an_earlier_generation_are_dropped(consumer):
+    app = consumer.app
+    queue = app.handover.register(["events"])
+    app.consumer_generation_id = 2
+    app.flow_control.resume()  # as once partitions are assigned
+    queue.put_nowait(Piece(1, raws_of([_record(o) for o in range(3)])))  # fetched before a rebalance
+    queue.put_nowait(Piece(2, raws_of([_record(o) for o in range(3, 8)])))
+
+    async def take(runs: int) -> list[list[int]]:
+        got = []
+        async for raws in app.handover.pieces(queue, 2):
+            got.append([r.offset for r in raws])
+            if len(got) == runs:
+                return got
+        return got
+
+    assert app.loop.run_until_complete(asyncio.wait_for(take(3), 5)) == [[3, 4], [5, 6], [7]]
+
+
+def test_acknowledged_pieces_are_committed_through(consumer):
+    consumer.app.topics.acks_enabled_for = lambda topic: True  # as for an agent's topic
+    consumer._committed_offset[TP0] = 5
+    consumer._committed_offset[TP1] = None
+    raws = raws_of([_record(o) for o in (3, 5, 6)] + [_record(o, TP1) for o in (0, 1)] + [_record(7)])
+    acknowledge(consumer, raws)
+    acknowledge(consumer, raws[1:2])  # once more: counted once
+    assert consumer._acked[TP0] == [5, 6, 7] and consumer._acked[TP1] == [0, 1]  # 3 is committed already
+    assert consumer._n_acked == 5
+    assert consumer._new_offset(TP0) == 8 and consumer._new_offset(TP1) == 2
 
 
 def test_the_app_runs_without_faust_s_statistics_monitor(consumer):
