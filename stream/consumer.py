@@ -52,6 +52,8 @@ log = logging.getLogger("modelsiem.worker")
 # (feedback, route or changelog topics) then held back busy ones for up to 1.5 s once their records were
 # consumed, and alerts came late by as much. Kafka's own consumers default to 500 ms.
 FETCH_MAX_WAIT_MS = 100
+# How often a hand-over to an agent that is behind looks again (seconds): a few ms against a fetch's ~100 ms of work.
+HAND_OVER_POLL = 0.005
 
 
 def committable(acked: list[int], committed: int | None) -> list[int]:
@@ -222,12 +224,13 @@ class Consumer(aiokafka.Consumer):  # type: ignore[misc]
             return True
         await self._commit_if_due()
         piece = Piece(generation, interleaved([raws_of(records) for records in unread.values()]))
-        if queue.full():  # the agent is behind: wait for it, or for a rebalance to stop the flow
-            await self.wait_first(queue.put(piece), self.suspend_flow.wait())
-            if not self.flow_active or self.app.consumer_generation_id != generation:
+        while queue.full():
+            # The agent is behind: wait for it (polling, since no task may be left waiting on the queue when a
+            # rebalance cancels this loop), or give up when a rebalance stops the flow.
+            if not self.flow_active or self.app.consumer_generation_id != generation or self.should_stop:
                 return False
-        else:
-            queue.put_nowait(piece)
+            await asyncio.sleep(HAND_OVER_POLL)
+        queue.put_nowait(piece)
         for tp, records in unread.items():
             self._read_offset[tp] = records[-1].offset
         return True
