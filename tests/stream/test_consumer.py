@@ -232,8 +232,8 @@ def test_pieces_come_in_runs_and_those_of_an_earlier_generation_are_dropped(cons
     queue = app.handover.register(["events"])
     app.consumer_generation_id = 2
     app.flow_control.resume()  # as once partitions are assigned
-    queue.put_nowait(Piece(1, raws_of([_record(o) for o in range(3)])))  # fetched before a rebalance
-    queue.put_nowait(Piece(2, raws_of([_record(o) for o in range(3, 8)])))
+    queue.force_put_nowait(Piece(1, raws_of([_record(o) for o in range(3)])))  # fetched before a rebalance
+    queue.force_put_nowait(Piece(2, raws_of([_record(o) for o in range(3, 8)])))  # (past the bound, for the test)
 
     async def take(runs: int) -> list[list[int]]:
         got = []
