@@ -227,6 +227,15 @@ def test_a_hand_over_to_a_full_queue_is_given_up_when_the_flow_stops(consumer):
     assert queue.qsize() == queue.maxsize and consumer._read_offset[TP0] is None  # to be fetched again
 
 
+def test_a_hand_over_to_a_full_queue_waits_for_the_agent(consumer):
+    queue = consumer.app.handover.register(["events"])
+    for _ in range(queue.maxsize):
+        queue.put_nowait(Piece(0, []))
+    consumer.app.loop.call_later(0.05, lambda: [queue.get_nowait() for _ in range(queue.maxsize)])  # the agent
+    _drain(consumer, {TP0: [7, 8]})
+    assert [r.offset for r in queue.get_nowait().raws] == [7, 8] and consumer._read_offset[TP0] == 8
+
+
 def test_pieces_come_in_runs_and_those_of_an_earlier_generation_are_dropped(consumer):
     app = consumer.app
     queue = app.handover.register(["events"])
