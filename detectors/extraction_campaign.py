@@ -156,9 +156,9 @@ class ExtractionCampaignDetector(Detector):
 
     def _campaign_for(self, state: State, group_id: str, signal: Signal) -> str:
         """The campaign a newly flagged group belongs to: one that already has any of its accounts, or a new one."""
-        for campaign_id, campaign in state["campaigns"].items():
-            if any(member in campaign["members"] for member in signal.users):
-                return campaign_id
+        sharing = _sharing(state["campaigns"], signal.users)
+        if sharing:
+            return sharing[0]
         campaign_id = f"campaign:{group_id}"
         if len(state["campaigns"]) >= self.params.max_campaigns:
             _retire_oldest(state)
@@ -167,12 +167,12 @@ class ExtractionCampaignDetector(Detector):
                                            "thresholds": {}, "ids": [], "ips": []}
         return campaign_id
 
-    def _merge_linked(self, state: State, campaign_id: str, users: Iterable[str]) -> str:
+    def _merge_linked(self, state: State, campaign_id: str, users: tuple[str, ...]) -> str:
         """Merge the campaigns that share an account with ``users`` into ``campaign_id``'s, all into the
         earliest started; the id of the one left."""
         campaigns = state["campaigns"]
-        users = list(users)
-        linked = [cid for cid, c in campaigns.items() if cid == campaign_id or any(u in c["members"] for u in users)]
+        sharing = set(_sharing(campaigns, users))
+        linked = [cid for cid in campaigns if cid == campaign_id or cid in sharing]
         if len(linked) == 1:
             return campaign_id
         survivor = min(linked, key=lambda cid: campaigns[cid]["start"])  # on a tie, the first made
@@ -262,6 +262,11 @@ def _number(evidence: dict[str, Any], name: str, default: float = 0) -> float:
     writable, and a string kept in the campaign would break every finding built from it)."""
     value = evidence.get(name)
     return value if isinstance(value, (int, float)) and not isinstance(value, bool) else default
+
+
+def _sharing(campaigns: dict[str, Any], users: tuple[str, ...]) -> list[str]:
+    """The campaigns that have any of ``users`` among their members, oldest made first."""
+    return [cid for cid, campaign in campaigns.items() if any(user in campaign["members"] for user in users)]
 
 
 def _evict(groups: dict[str, Any]) -> None:

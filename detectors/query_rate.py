@@ -132,9 +132,8 @@ class QueryRateDetector(Detector):
         recent = state["recent"]
         recent.append(now)
         cutoff = now - p.medium_window_seconds
-        if recent[0] <= cutoff or len(recent) > _RECENT:
-            while recent[0] <= cutoff or len(recent) > _RECENT:
-                del recent[0]
+        while recent[0] <= cutoff or len(recent) > _RECENT:
+            del recent[0]
         add_sample(state["ids"], event.event_id, _SAMPLES)
         if event.principal.ip:
             add_sample(state["ips"], event.principal.ip, _SAMPLES)

@@ -225,12 +225,12 @@ def create_app(settings: Settings, detectors: list[Detector], partitions: int) -
         for each in lanes:
             each.forget({tp.partition for tp in revoked if tp.topic in each.store.topics})
 
-    events = app.handover.register([t.inference, t.feedback])
+    ingest_queue = app.handover.register([t.inference, t.feedback])
 
     # A faust agent, for faust to subscribe to its topics and supervise it; its records come by hand-over.
     @app.agent(app.topic(t.inference, t.feedback, key_type=bytes, value_type=bytes), name="modelsiem.ingest")
     async def ingest(stream: faust.StreamT) -> None:
-        async for raws in batches(events):
+        async for raws in batches(ingest_queue):
             # One routed message per route partition and batch: a list of [source topic, partition, offset, kind, event]
             # (the kind travels along: on the event topics the topic tells it, and the event may not).
             forward: dict[tuple[str, int], list[list[Any]]] = defaultdict(list)

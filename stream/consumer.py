@@ -186,8 +186,8 @@ class Consumer(aiokafka.Consumer):  # type: ignore[misc]
         except Exception as exc:  # noqa: BLE001 - faust logs and goes on; the next rebalance seeks again
             log.warning("seeking back to committed offsets failed: %r", exc)
 
-    def _unread(self, tp: TP, records: Any) -> Any:
-        """The records not read yet, in order, with the gaps in their offsets recorded as faust does."""
+    def _unread(self, tp: TP, records: Any) -> tuple[list[Any], list[tuple[int, int]]]:
+        """The records not read yet, in order, and the gaps in their offsets."""
         read_offset = self._read_offset
         last = read_offset[tp]
         gaps = []
@@ -202,10 +202,17 @@ class Consumer(aiokafka.Consumer):  # type: ignore[misc]
             last = offset
         return fresh, gaps
 
-    async def _record_gaps(self, tp: TP, gaps: list[tuple[int, int]]) -> None:
-        if gaps and self.app.topics.acks_enabled_for(tp.topic):
-            for start, end in gaps:
-                await self._add_gap(tp, start, end)
+    async def _unread_of(self, fetched: dict[TP, Any]) -> dict[TP, list[Any]]:
+        """Per partition, the fetched records not read yet, the gaps in their offsets recorded as faust does."""
+        unread = {}
+        for tp, records in fetched.items():
+            fresh, gaps = self._unread(tp, records)
+            if gaps and self.app.topics.acks_enabled_for(tp.topic):
+                for start, end in gaps:
+                    await self._add_gap(tp, start, end)
+            if fresh:
+                unread[tp] = fresh
+        return unread
 
     async def _commit_if_due(self) -> None:
         if self._commit_every is not None and self._n_acked >= self._commit_every:
@@ -214,12 +221,7 @@ class Consumer(aiokafka.Consumer):  # type: ignore[misc]
 
     async def _hand_over(self, queue: Any, fetched: dict[TP, Any], generation: int) -> bool:
         """Put an agent's part of a fetch on its queue as one piece; False if the flow stopped meanwhile."""
-        unread = {}
-        for tp, records in fetched.items():
-            fresh, gaps = self._unread(tp, records)
-            if fresh:
-                await self._record_gaps(tp, gaps)
-                unread[tp] = fresh
+        unread = await self._unread_of(fetched)
         if not unread:
             return True
         await self._commit_if_due()
@@ -239,17 +241,13 @@ class Consumer(aiokafka.Consumer):  # type: ignore[misc]
         """Hand records to faust's streams one message at a time, round robin over partitions, as faust does."""
         callback, read_offset = self.callback, self._read_offset
         since_yield = 0
-        for tp, record in self.scheduler.iterate(records):
+        for tp, record in self.scheduler.iterate(await self._unread_of(records)):
             if not self.flow_active or self.app.consumer_generation_id != generation:
                 return
             since_yield += 1
             if since_yield > 100:
                 await asyncio.sleep(0)
                 since_yield = 0
-            fresh, gaps = self._unread(tp, (record,))
-            if not fresh:
-                continue
-            await self._record_gaps(tp, gaps)
             await self._commit_if_due()
             rest = started(callback(self._to_message(tp, record)))
             if rest is not None:  # the stream's buffer is full: wait for it, or for a rebalance to stop the flow
