@@ -29,7 +29,7 @@ each.
 >>> det = ExtractionCampaignDetector()
 >>> state = det.new_state()
 >>> def signal(subject, seq, users):
-...     return Signal.model_validate({"timestamp": "2026-01-01T00:00:00Z", "model": {"name": "m"},
+...     return Signal.validate({"timestamp": "2026-01-01T00:00:00Z", "model": {"name": "m"},
 ...         "rule": "extraction_prefix", "subject": subject, "seq": seq, "magnitude": 100, "users": users,
 ...         "evidence": {"group": "prefix", "label": subject, "queries": 100, "unsure": 90}})
 >>> first = list(det.update(state, signal("203.0.113.0/24", 1, [f"bot-{i}" for i in range(10)])))
@@ -241,7 +241,7 @@ class ExtractionCampaignDetector(Detector):
     @classmethod
     def examples(cls) -> list[Example]:
         def signal(rule: str, subject: str, seq: int, users: list[str], seconds: float = 0.0) -> Signal:
-            return Signal.model_validate({
+            return Signal.validate({
                 "timestamp": datetime.fromtimestamp(1767225600 + seconds, tz=timezone.utc), "model": {"name": "m"},
                 "rule": rule, "subject": subject, "seq": seq, "magnitude": 80 * seq, "users": users,
                 "evidence": {"group": "prefix", "label": subject, "queries": 80 * seq, "unsure": 70 * seq}})

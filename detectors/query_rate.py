@@ -26,13 +26,11 @@ known creation time gets no such grace.
 A rate change alone is weak evidence of extraction (backfills and batch jobs do
 it too), so this detector stays at low severity.
 
->>> from datetime import datetime, timedelta, timezone
->>> from stream.events import InferenceEvent
+>>> from detectors.testing import inference
 >>> det = QueryRateDetector(min_rate=50)
->>> state, t0 = det.new_state(), datetime(2026, 1, 1, tzinfo=timezone.utc)
+>>> state = det.new_state()
 >>> def query(i, seconds):
-...     return InferenceEvent(event_id=f"e{i}", timestamp=t0 + timedelta(seconds=seconds),
-...                           model={"name": "m"}, principal={"id": "key-1"})
+...     return inference(f"e{i}", seconds, model="m")
 >>> quiet = [f for i in range(60) for f in det.update(state, query(i, i * 60))]
 >>> flood = [f for i in range(60) for f in det.update(state, query(i, 3600 + i / 20))]
 >>> len(quiet), flood[0].evidence["queries_in_window"], flood[0].severity

@@ -9,7 +9,7 @@ collection they grow has a bound.
 ...     add_sample(ids, f"e{i}", limit=3)
 >>> ids
 ['e0', 'e1', 'e2']
->>> round(answer_margin(InferenceEvent.model_validate({"event_id": "e", "timestamp": "2026-01-01T00:00:00Z",
+>>> round(answer_margin(InferenceEvent.validate({"event_id": "e", "timestamp": "2026-01-01T00:00:00Z",
 ...     "model": {"name": "m"}, "principal": {"id": "p"},
 ...     "output": {"scores": {"spam": 0.55, "ham": 0.45}}})), 6)
 0.1

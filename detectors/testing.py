@@ -17,7 +17,7 @@ T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
 def inference(event_id: str, seconds: float, *, principal: str = "key-1", model: str = "spam-filter",
               **fields: Any) -> InferenceEvent:
     """An inference event ``seconds`` after ``T0``."""
-    return InferenceEvent.model_validate({
+    return InferenceEvent.validate({
         "event_id": event_id, "timestamp": T0 + timedelta(seconds=seconds),
         "model": {"name": model}, "principal": {"id": principal, **fields.pop("principal_fields", {})},
         **fields,
@@ -28,7 +28,7 @@ def feedback(event_id: str, seconds: float, *, principal: str, fingerprint: str 
              predicted: str = "spam", reported: str = "ham", confidence: float | None = 0.99,
              model: str = "spam-filter", **fields: Any) -> FeedbackEvent:
     """A feedback report ``seconds`` after ``T0``."""
-    return FeedbackEvent.model_validate({
+    return FeedbackEvent.validate({
         "event_id": event_id, "timestamp": T0 + timedelta(seconds=seconds),
         "model": {"name": model}, "principal": {"id": principal, **fields.pop("principal_fields", {})},
         "item": {"fingerprint": fingerprint}, "predicted_label": predicted, "reported_label": reported,

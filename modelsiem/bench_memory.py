@@ -40,7 +40,7 @@ from detectors.base import partition_value
 from detectors.registry import build
 from modelsiem.scenarios.traffic import feedback, inference, make_principal
 from stream.engine import Engine, MemoryStore, Position
-from stream.events import EVENT_ADAPTER
+from stream.events import EVENT_TYPES
 
 START = datetime(2026, 1, 1, tzinfo=timezone.utc)
 RATE = 200.0  # events per second of event time
@@ -67,7 +67,7 @@ def flood_events(rng: np.random.Generator, count: int, start: datetime, feedback
             p = float(rng.random())
             raw = inference(rng, when, who, who["id"], embedding=rng.normal(size=32).round(4).tolist(),
                             scores={"spam": round(p, 4), "ham": round(1 - p, 4)})
-        yield EVENT_ADAPTER.validate_python(raw)
+        yield EVENT_TYPES[raw["kind"]].validate(raw)
 
 
 def flood(detector_ids: list[str], events: int, max_keys: int, partitions: int, seed: int = 1,

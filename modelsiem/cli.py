@@ -97,8 +97,11 @@ def schema(name: SchemaName) -> None:
     from stream.alert_schema import AlertDocument
     from stream.events import FeedbackEvent, InferenceEvent
 
-    model = {"inference": InferenceEvent, "feedback": FeedbackEvent, "alert": AlertDocument}[name.value]
-    print(json.dumps(model.model_json_schema(by_alias=True, mode="serialization"), indent=2))
+    if name is SchemaName.alert:
+        schema = AlertDocument.model_json_schema(by_alias=True, mode="serialization")
+    else:
+        schema = {"inference": InferenceEvent, "feedback": FeedbackEvent}[name.value].json_schema()
+    print(json.dumps(schema, indent=2))
 
 
 @app.command()

@@ -200,7 +200,7 @@ def create_app(settings: Settings, detectors: list[Detector], partitions: int) -
         for signal in step.signals:
             # Through the outbox, like alerts: on the broker before the state that raised it is saved. A signal
             # carries no source position: its detector drops one it has seen (by its number) instead.
-            payload = orjson.dumps([[None, None, None, "signal", signal.model_dump_json()]])
+            payload = orjson.dumps([[None, None, None, "signal", signal.to_json().decode()]])
             for key, taker in takes.items():
                 value = partition_value(key, signal)
                 if value is not None and taker(signal):

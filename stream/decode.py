@@ -5,26 +5,39 @@ names fields and constraints but never repeats the offending value: that value
 may be an attacker's, and may be a megabyte long.
 
 >>> decode(b'{"event_id": "e1"}', kind="inference").reason
-'invalid inference event: timestamp: Field required; model: Field required; principal: Field required'
+'invalid inference event: timestamp: required'
+>>> decode(b'{"kind": "inference", "event_id": "e1", "timestamp": "2026-01-01T00:00:00"}').reason
+'invalid event: timestamp: Expected `datetime` with a timezone component'
 >>> decode(b'not json', kind="feedback").reason
-'not valid JSON: expected ident at line 1 column 2'
+'not valid JSON: malformed: invalid character (byte 4)'
+
+A message is checked up to its first error: the reason names that one.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Literal
 
-from pydantic import ValidationError
+import msgspec
 
-from stream.events import EVENT_ADAPTER, EVENT_TYPES, MAX_MESSAGE_BYTES, FeedbackEvent, InferenceEvent
+from stream.events import EVENT_TYPES, MAX_MESSAGE_BYTES, FeedbackEvent, InferenceEvent, decoder
 from stream.signals import Signal
 
 Kind = Literal["inference", "feedback", "signal"]
 # Signals are decoded only where the kind is known (the worker's route topics): a message
 # that names its own kind must be a contract event.
-_TYPES: dict[str, type[InferenceEvent] | type[FeedbackEvent] | type[Signal]] = {**EVENT_TYPES, "signal": Signal}
+_DECODERS = {kind: decoder(t) for kind, t in {**EVENT_TYPES, "signal": Signal}.items()}
+_EITHER = decoder(InferenceEvent | FeedbackEvent)
 _MAX_REASON = 1000
+# msgspec's messages: "<what is wrong> - at `$.<path>`", or "Object missing required field `<name>`".
+_AT = re.compile(r"^(?P<what>.*?)(?: - at `\$(?P<path>[^`]*)`)?$", re.DOTALL)
+_MISSING = re.compile(r"^Object missing required field `(?P<name>[^`]*)`(?P<what>)$")
+# The contract's own checks name the field first: "`ip`: not an IPv4 or IPv6 address".
+_NAMED = re.compile(r"^`(?P<name>\w+)`: (?P<what>.*)$", re.DOTALL)
+# A quoted value in a message is the sender's (an unknown kind): never repeated.
+_QUOTED = re.compile(r"'.*'", re.DOTALL)
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,27 +52,24 @@ def decode(raw: bytes, kind: Kind | None = None) -> InferenceEvent | FeedbackEve
     if len(raw) > MAX_MESSAGE_BYTES:
         return Rejected(f"message of {len(raw)} bytes exceeds the {MAX_MESSAGE_BYTES}-byte limit")
     try:
-        if kind is None:
-            return EVENT_ADAPTER.validate_json(raw)
-        return _TYPES[kind].model_validate_json(raw)
-    except ValidationError as exc:
-        return Rejected(_describe(exc, kind))
+        return (_EITHER if kind is None else _DECODERS[kind]).decode(raw)
+    except msgspec.ValidationError as exc:
+        return Rejected(_describe(str(exc), kind))
+    except msgspec.DecodeError as exc:
+        return Rejected(_bounded(f"not valid JSON: {str(exc).removeprefix('JSON is ')}"))
 
 
-def _describe(exc: ValidationError, kind: Kind | None) -> str:
-    errors = exc.errors(include_url=False, include_input=False, include_context=False)
-    if errors and errors[0]["type"] == "json_invalid":
-        detail = str(errors[0]["msg"]).removeprefix("Invalid JSON: ")
-        return _bounded(f"not valid JSON: {detail}")
-    parts = []
-    for err in errors:
-        if err["type"] in ("union_tag_not_found", "union_tag_invalid"):
-            parts.append("kind: must be 'inference' or 'feedback'")
-            continue
-        loc = ".".join(str(p) for p in err["loc"] if p not in ("inference", "feedback"))
-        parts.append(f"{loc or 'event'}: {err['msg'].removeprefix('Value error, ')}")
-    what = f"invalid {kind} event" if kind else "invalid event"
-    return _bounded(f"{what}: " + "; ".join(parts))
+def _describe(message: str, kind: Kind | None) -> str:
+    """``invalid <kind> event: <field path>: <what is wrong>``, from msgspec's message."""
+    at = _AT.match(message)
+    what, path = (at["what"], (at["path"] or "").lstrip(".")) if at else (message, "")
+    named = _MISSING.match(what) or _NAMED.match(what)
+    if named:
+        path, what = ".".join(p for p in (path, named["name"]) if p), named["what"] or "required"
+    what = _QUOTED.sub("a value", what)
+    if path == "kind":
+        what = "must be 'inference' or 'feedback'" if kind is None else f"must be '{kind}' on this topic"
+    return _bounded(f"invalid {kind + ' ' if kind else ''}event: {path or 'event'}: {what}")
 
 
 def _bounded(text: str) -> str:

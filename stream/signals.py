@@ -13,7 +13,7 @@ Signals travel on the worker's internal route topics, never on the event
 topics: they are not part of the event contract, and the route agents validate
 them like events, since anyone who can write to Kafka can write there.
 
->>> s = Signal.model_validate({"timestamp": "2026-01-01T00:00:00Z", "model": {"name": "m"},
+>>> s = Signal.validate({"timestamp": "2026-01-01T00:00:00Z", "model": {"name": "m"},
 ...     "rule": "extraction_prefix", "subject": "10.0.0.0/24", "seq": 1, "magnitude": 80,
 ...     "users": ["a", "b"]})
 >>> s.kind, s.epoch, s.users
@@ -22,9 +22,10 @@ them like events, since anyone who can write to Kafka can write there.
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from datetime import datetime
+from typing import Annotated, Any, ClassVar
 
-from pydantic import AwareDatetime, Field
+from msgspec import Meta, field
 
 from stream.events import Ident, Model, _Timed
 
@@ -33,17 +34,19 @@ from stream.events import Ident, Model, _Timed
 MAX_SIGNAL_USERS = 4096
 
 
-class Signal(_Timed):
+class Signal(_Timed, tag_field="kind", tag="signal"):
     """One finding of a building-block detector, on its way to the detectors that correlate it."""
 
-    kind: Literal["signal"] = "signal"
-    timestamp: AwareDatetime = Field(description="Time of the event that raised it.")
+    kind: ClassVar[str] = "signal"
+    timestamp: Annotated[datetime, Meta(tz=True, description="Time of the event that raised it.")]
     model: Model
-    rule: Ident = Field(description="Id of the building-block detector.")
-    subject: Ident = Field(description="What it is about, in that detector's terms (a group id).")
-    seq: int = Field(ge=1, description="Its number among the signals of that detector and subject.")
+    rule: Annotated[str, Meta(min_length=1, max_length=256, description="Id of the building-block detector.")]
+    subject: Annotated[str, Meta(min_length=1, max_length=256,
+                                 description="What it is about, in that detector's terms (a group id).")]
+    seq: Annotated[int, Meta(ge=1, description="Its number among the signals of that detector and subject.")]
     magnitude: float
-    evidence: dict[Annotated[str, Field(max_length=64)], Any] = Field(default_factory=dict, max_length=64)
-    users: tuple[Ident, ...] = Field(default=(), max_length=MAX_SIGNAL_USERS)
-    ips: tuple[Ident, ...] = Field(default=(), max_length=64)
-    event_ids: tuple[Ident, ...] = Field(default=(), max_length=64)
+    evidence: Annotated[dict[Annotated[str, Meta(max_length=64)], Any], Meta(max_length=64)] = field(
+        default_factory=dict)
+    users: Annotated[tuple[Ident, ...], Meta(max_length=MAX_SIGNAL_USERS)] = ()
+    ips: Annotated[tuple[Ident, ...], Meta(max_length=64)] = ()
+    event_ids: Annotated[tuple[Ident, ...], Meta(max_length=64)] = ()

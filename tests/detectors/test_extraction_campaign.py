@@ -102,7 +102,7 @@ def test_a_signal_with_non_numeric_evidence_does_not_break_the_campaign() -> Non
     from stream.signals import Signal
 
     def signal(seq, users, **evidence):
-        return Signal.model_validate({"timestamp": "2026-01-01T00:00:00Z", "model": {"name": "m"},
+        return Signal.validate({"timestamp": "2026-01-01T00:00:00Z", "model": {"name": "m"},
                                       "rule": "extraction_prefix", "subject": "203.0.113.0/24", "seq": seq,
                                       "magnitude": 100, "users": users, "evidence": {"group": "prefix", **evidence}})
 
@@ -138,9 +138,11 @@ def test_campaigns_flagged_apart_are_merged_when_a_group_links_them() -> None:
 
 
 def _signal(rule: str, subject: str, seq: int, users: list[str], seconds: float = 0.0):
+    from datetime import datetime, timezone
+
     from stream.signals import Signal
 
-    return Signal.model_validate({"timestamp": 1767225600 + seconds, "model": {"name": "m"}, "rule": rule,
+    return Signal.validate({"timestamp": datetime.fromtimestamp(1767225600 + seconds, tz=timezone.utc), "model": {"name": "m"}, "rule": rule,
                                   "subject": subject, "seq": seq, "magnitude": 80 * seq, "users": users,
                                   "evidence": {"group": rule.removeprefix("extraction_"), "label": subject,
                                                "queries": 80 * seq, "unsure": 70 * seq}})

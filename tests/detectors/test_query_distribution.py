@@ -63,7 +63,7 @@ def test_isotropic_natural_inputs_on_a_poorly_calibrated_model_do_not() -> None:
 
 def test_an_account_turning_to_extraction_is_not_diluted_by_its_past() -> None:
     past = queries(clustered(3000), unsure_share=0.05)
-    later = [e.model_copy(update={"event_id": f"x{i}"}) for i, e in enumerate(
+    later = [e.replace(event_id=f"x{i}") for i, e in enumerate(
         queries(clustered(2000, seed=1), unsure_share=0.9, seed=1))]
     assert run(past + later)
 

@@ -67,9 +67,9 @@ def test_detector_failures_and_bad_routed_messages_are_dead_lettered_one_by_one(
     wait_until(lambda: route in AdminClient(s.kafka.client_config()).list_topics(timeout=10).topics, 120,
                "the worker's route topic", worker.assert_running)
 
-    inline_bug = inference("boom-1", 10, principal="explode").model_dump(mode="json")
-    routed_bug = feedback("boom-2", 11, principal="explode").model_dump(mode="json")
-    fine = [feedback(f"ok-{i}", 12 + i, principal=f"user-{i}").model_dump(mode="json") for i in range(3)]
+    inline_bug = inference("boom-1", 10, principal="explode").to_dict()
+    routed_bug = feedback("boom-2", 11, principal="explode").to_dict()
+    fine = [feedback(f"ok-{i}", 12 + i, principal=f"user-{i}").to_dict() for i in range(3)]
     publish_events(s, [inline_bug, routed_bug, *fine])
     # What another writer may put on a route topic: not a routed message at all, and a routed event the
     # contract rejects.
@@ -82,7 +82,7 @@ def test_detector_failures_and_bad_routed_messages_are_dead_lettered_one_by_one(
     assert producer.flush(30) == 0
     # After all that, a flood from one key: the worker must still raise its alert.
     threshold = QueryRateDetector.Params().min_rate
-    publish_events(s, [inference(f"f{i}", 3600 + 10 + i * 0.05, principal="flooder").model_dump(mode="json")
+    publish_events(s, [inference(f"f{i}", 3600 + 10 + i * 0.05, principal="flooder").to_dict()
                        for i in range(threshold)])
 
     dead = wait_until(lambda: (m := read_topic(s, t.deadletter)) and len(m) >= 4 and m, 180,
@@ -101,7 +101,7 @@ def test_detector_failures_and_bad_routed_messages_are_dead_lettered_one_by_one(
     garbage = records[not_routed]
     assert garbage[DLQ_STAGE] == "route" and "not valid JSON" in garbage[DLQ_REASON] and garbage[DLQ_TOPIC] == route
     rejected = records[invalid_event]
-    assert rejected[DLQ_STAGE] == "route" and "timestamp: Field required" in rejected[DLQ_REASON]
+    assert rejected[DLQ_STAGE] == "route" and "event_id: Expected `str`, got `int`" in rejected[DLQ_REASON]
     assert (rejected[DLQ_TOPIC], rejected[DLQ_OFFSET]) == (t.feedback, "12345")
 
     alerts = wait_until(lambda: read_topic(s, t.alerts), 120, "the flood's alert", worker.assert_running)

@@ -34,7 +34,7 @@ PRINCIPAL = "kafka-restart-key"
 def _events(start: int, count: int) -> list[dict]:
     # All within one 60 s bucket of event time, far from any bucket edge.
     return [
-        inference(f"e{i}", 3600 + 10 + i * 0.05, principal=PRINCIPAL).model_dump(mode="json")
+        inference(f"e{i}", 3600 + 10 + i * 0.05, principal=PRINCIPAL).to_dict()
         for i in range(start, start + count)
     ]
 

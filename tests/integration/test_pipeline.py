@@ -16,7 +16,7 @@ from tests.integration.conftest import es_alerts, read_topic, wait_until, worker
 GOOD = {"event_id": "ok", "timestamp": "2026-01-01T00:00:00Z", "model": {"name": "m"}, "principal": {"id": "p"}}
 MALFORMED: list[tuple[bytes, str]] = [
     (b"this is not json", "not valid JSON"),
-    (orjson.dumps({k: v for k, v in GOOD.items() if k != "principal"}), "principal: Field required"),
+    (orjson.dumps({k: v for k, v in GOOD.items() if k != "principal"}), "principal: required"),
     (orjson.dumps({**GOOD, "output": {"confidence": "very"}}), "output.confidence"),
     (orjson.dumps({**GOOD, "input": {"embedding": [0.5] * 5000}}), "input.embedding"),
     (b'{"pad": "' + b"x" * (1024 * 1024 + 10) + b'"}', "exceeds the 1048576-byte limit"),

@@ -15,7 +15,7 @@ THRESHOLD = QueryRateDetector.Params().min_rate  # a new key alerts at this many
 def _events(start: int, count: int) -> list[dict]:
     # All within one 60 s bucket of event time, far from any bucket edge.
     return [
-        inference(f"e{i}", 3600 + 10 + i * 0.05, principal="killed-worker-key").model_dump(mode="json")
+        inference(f"e{i}", 3600 + 10 + i * 0.05, principal="killed-worker-key").to_dict()
         for i in range(start, start + count)
     ]
 

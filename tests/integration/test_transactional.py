@@ -22,7 +22,7 @@ def test_events_from_a_transactional_producer_are_processed_without_stalling(iso
     worker = spawn("worker")
     producer = Producer({**s.kafka.client_config(), "transactional.id": f"platform-{uuid.uuid4().hex}"})
     producer.init_transactions(30)
-    events = [inference(f"e{i}", 3600 + 10 + i * 0.05, principal="tx-key").model_dump(mode="json")
+    events = [inference(f"e{i}", 3600 + 10 + i * 0.05, principal="tx-key").to_dict()
               for i in range(THRESHOLD)]
     per = THRESHOLD // TRANSACTIONS
     for start in range(0, THRESHOLD, per):

@@ -50,7 +50,7 @@ def test_feedback_event_parses_and_knows_it_contradicts() -> None:
 
 def test_unknown_fields_are_ignored() -> None:
     event = decode(raw({**INFERENCE, "surprise": {"deep": 1}, "model": {"name": "m", "arch": "x"}}), "inference")
-    assert isinstance(event, InferenceEvent) and "surprise" not in event.model_dump()
+    assert isinstance(event, InferenceEvent) and "surprise" not in event.to_dict()
 
 
 def test_kind_selects_the_type_in_mixed_files() -> None:
@@ -61,22 +61,44 @@ def test_kind_selects_the_type_in_mixed_files() -> None:
 
 def test_kind_on_a_topic_must_match_the_topic() -> None:
     result = decode(raw({**FEEDBACK, "kind": "feedback"}), "inference")
-    assert isinstance(result, Rejected) and "kind" in result.reason
+    assert isinstance(result, Rejected) and result.reason == "invalid inference event: kind: must be 'inference' on this topic"
+
+
+def test_an_unknown_kind_is_not_repeated() -> None:
+    result = decode(raw({**INFERENCE, "kind": "\x1b[31mattacker-kind"}))
+    assert isinstance(result, Rejected) and result.reason == "invalid event: kind: must be 'inference' or 'feedback'"
+
+
+@pytest.mark.parametrize("value", ["0.5", True, None, [0.5]])
+def test_numbers_are_json_numbers_not_coerced(value: object) -> None:
+    result = decode(raw({**INFERENCE, "output": {"confidence": value}}), "inference")
+    if value is None:
+        assert isinstance(result, InferenceEvent) and result.output.confidence is None
+    else:
+        assert isinstance(result, Rejected) and result.reason.startswith("invalid inference event: output.confidence:")
+
+
+def test_the_published_schema_leaves_kind_optional_and_states_the_bounds() -> None:
+    schema = InferenceEvent.json_schema()
+    event = schema["$defs"]["InferenceEvent"]
+    assert "kind" not in event["required"] and {"event_id", "timestamp", "model", "principal"} <= set(event["required"])
+    assert schema["$defs"]["Principal"]["properties"]["id"]["maxLength"] == 256
+    assert "required" in FeedbackEvent.json_schema()["$defs"]["FeedbackEvent"]
 
 
 @pytest.mark.parametrize(
     ("doc", "kind", "reason"),
     [
-        ({k: v for k, v in INFERENCE.items() if k != "event_id"}, "inference", "event_id: Field required"),
-        ({**INFERENCE, "timestamp": "2026-03-01T12:00:00"}, "inference", "timestamp: Input should have timezone"),
+        ({k: v for k, v in INFERENCE.items() if k != "event_id"}, "inference", "event_id: required"),
+        ({**INFERENCE, "timestamp": "2026-03-01T12:00:00"}, "inference", "timestamp: Expected `datetime` with a timezone component"),
         ({**INFERENCE, "timestamp": "yesterday"}, "inference", "timestamp:"),
         ({**INFERENCE, "principal": {"id": ""}}, "inference", "principal.id:"),
         ({**INFERENCE, "principal": {"id": "x" * 257}}, "inference", "principal.id:"),
         ({**INFERENCE, "principal": {"id": "k", "ip": "999.1.1.1"}}, "inference", "principal.ip: not an IPv4"),
-        ({**INFERENCE, "output": {"confidence": 1.5}}, "inference", "output.confidence:"),
+        ({**INFERENCE, "output": {"confidence": 1.5}}, "inference", "output.confidence: Expected `float` <= 1.0"),
         ({**INFERENCE, "input": {"embedding": [0.0] * 4097}}, "inference", "input.embedding:"),
-        ({**INFERENCE, "input": {"embedding": ["a"]}}, "inference", "input.embedding.0:"),
-        ({k: v for k, v in FEEDBACK.items() if k != "reported_label"}, "feedback", "reported_label: Field required"),
+        ({**INFERENCE, "input": {"embedding": ["a"]}}, "inference", "input.embedding[0]: Expected `float`"),
+        ({k: v for k, v in FEEDBACK.items() if k != "reported_label"}, "feedback", "reported_label: required"),
     ],
 )
 def test_invalid_events_are_rejected_with_a_readable_reason(doc: dict, kind: str, reason: str) -> None:

@@ -168,7 +168,7 @@ def test_batches_raise_what_events_one_by_one_raise(lane: str) -> None:
     one, one_store, one_out = Engine(detectors, clock=_fixed_clock), MemoryStore(), []
     for event, position in items:
         step = one.process(event, one_store, position)
-        one_out += [("alert", a) for a in step.alerts] + [("signal", s.model_dump()) for s in step.signals]
+        one_out += [("alert", a) for a in step.alerts] + [("signal", s.to_dict()) for s in step.signals]
         step.save(one_store)
 
     batched, batched_store, batched_out = Engine(detectors, clock=_fixed_clock), MemoryStore(), []
@@ -176,7 +176,7 @@ def test_batches_raise_what_events_one_by_one_raise(lane: str) -> None:
         for partition in (0, 1):
             chunk = [item for item in items[start:start + 97] if item[1].partition == partition]
             step = batched.process_batch(chunk, batched_store, partition)
-            batched_out += [("alert", a) for a in step.alerts] + [("signal", s.model_dump()) for s in step.signals]
+            batched_out += [("alert", a) for a in step.alerts] + [("signal", s.to_dict()) for s in step.signals]
             step.save(batched_store)
 
     assert any(kind == "alert" for kind, _ in one_out)

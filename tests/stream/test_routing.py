@@ -75,19 +75,19 @@ def test_a_route_takes_the_event_kinds_of_its_detectors_and_asks_those_with_thei
 
 
 def test_a_routed_signal_has_no_source_position_and_decodes_as_a_signal():
-    signal = Signal.model_validate({"timestamp": "2026-01-01T00:00:00Z", "model": {"name": "m"},
+    signal = Signal.validate({"timestamp": "2026-01-01T00:00:00Z", "model": {"name": "m"},
                                     "rule": "extraction_prefix", "subject": "203.0.113.0/24", "seq": 3,
                                     "magnitude": 90, "users": ["a"]})
     [(position, kind, value)] = _routed(Raw("app-route-model", 0, 5, b"k", orjson.dumps(
-        [[None, None, None, "signal", signal.model_dump_json()]])))
+        [[None, None, None, "signal", signal.to_json().decode()]])))
     assert position is None and kind == "signal" and decode(value, kind) == signal
     # On the event topics a signal is not an event: the contract knows only inference and feedback.
-    assert isinstance(decode(signal.model_dump_json().encode()), Rejected)
+    assert isinstance(decode(signal.to_json().decode().encode()), Rejected)
 
 
 def test_the_campaign_route_takes_signals_and_no_inference_events():
     takes = _taker([FeedbackDriftDetector(), ExtractionCampaignDetector()])
-    signal = Signal.model_validate({"timestamp": "2026-01-01T00:00:00Z", "model": {"name": "m"},
+    signal = Signal.validate({"timestamp": "2026-01-01T00:00:00Z", "model": {"name": "m"},
                                     "rule": "extraction_prefix", "subject": "s", "seq": 1, "magnitude": 1})
     assert takes(signal) and takes(feedback("f", 0, principal="p")) and not takes(inference("i", 0))
 
