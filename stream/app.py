@@ -122,10 +122,11 @@ def new_app(settings: Settings, partitions: int, app_id: str | None = None) -> f
         # in-memory table from the start of its changelog all the same. It only doubled every
         # worker's state (beyond the memory bound) and its changelog reading.
         table_standby_replicas=0,
-        # Routed messages, compressed like the event topics' (by modelsiem's producers): a fetch
-        # takes up to 1 MiB of each partition, routed or not, and uncompressed routed events
-        # fell behind while a backlog of compressed ones was worked off.
-        producer_compression_type="lz4",
+        # Routed messages compressed: a fetch takes up to 1 MiB of each partition, routed or not,
+        # and uncompressed routed events fell behind while a backlog of compressed ones was worked
+        # off. zstd, not lz4: aiokafka compresses lz4 at level 9 (about 5 µs per routed event
+        # here); zstd at its level 3 takes a fifth of that and makes half the bytes.
+        producer_compression_type="zstd",
     )
     app.transport = Transport(app.conf.broker_consumer, app)
     app.handover = Handover(app)
