@@ -57,6 +57,10 @@ def decode(raw: bytes, kind: Kind | None = None) -> InferenceEvent | FeedbackEve
         return Rejected(_describe(str(exc), kind))
     except msgspec.DecodeError as exc:
         return Rejected(_bounded(f"not valid JSON: {str(exc).removeprefix('JSON is ')}"))
+    except UnicodeDecodeError:
+        return Rejected("not valid JSON: a string is not UTF-8")
+    except RecursionError:  # arrays or objects nested past what the decoder follows, even in an unknown field
+        return Rejected("not valid JSON: nested too deeply")
 
 
 def _describe(message: str, kind: Kind | None) -> str:

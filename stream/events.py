@@ -46,7 +46,7 @@ Ident = Annotated[str, Meta(min_length=1, max_length=256)]
 Label = Annotated[str, Meta(min_length=1, max_length=128)]
 OptIdent = Annotated[str, Meta(max_length=256)]
 Unit = Annotated[float, Meta(ge=0.0, le=1.0)]
-Count = Annotated[int, Meta(ge=0)]
+Count = Annotated[int, Meta(ge=0, le=2**63 - 1)]  # JSON allows any integer; Kafka's own tools read 64 bits
 # RFC 3339 with a zone: a time without one is rejected, since guessing its zone would shift every rate.
 AwareDatetime = Annotated[datetime, Meta(tz=True)]
 

@@ -118,6 +118,25 @@ def test_non_json_and_non_objects_are_rejected(payload: bytes) -> None:
     assert isinstance(decode(payload, "inference"), Rejected)
 
 
+_VALID = raw({**INFERENCE, "kind": "inference"})[:-1]  # an event's JSON without its closing brace, to append hostile fields to
+
+
+@pytest.mark.parametrize(("payload", "reason"), [
+    (_VALID + b', "x": ' + b"[" * 300_000 + b"]" * 300_000 + b"}", "not valid JSON: nested too deeply"),
+    (_VALID + b', "x": ' + b'{"a": ' * 100_000 + b"1" + b"}" * 100_000 + b"}", "not valid JSON: nested too deeply"),
+    (_VALID.replace(b'"key-1"', b'"\xff\xfe"') + b"}", "not valid JSON: a string is not UTF-8"),
+    (_VALID.replace(b'"key-1"', b'"\\ud800"') + b"}", "not valid JSON"),
+    (_VALID + b', "latency_ms": NaN}', "not valid JSON"),
+    (_VALID + b', "latency_ms": 1e400}', "latency_ms: Number out of range"),
+    (_VALID + b', "input": {"tokens": 123456789012345678901234567890}}', "input.tokens:"),
+])
+def test_hostile_json_is_rejected_with_a_reason_never_an_exception(payload: bytes, reason: str) -> None:
+    assert len(payload) <= MAX_MESSAGE_BYTES
+    for kind in ("inference", None):
+        result = decode(payload, kind)  # type: ignore[arg-type]
+        assert isinstance(result, Rejected) and reason in result.reason
+
+
 def test_oversized_message_is_rejected_before_parsing() -> None:
     result = decode(b" " * (MAX_MESSAGE_BYTES + 1), "inference")
     assert isinstance(result, Rejected) and "exceeds" in result.reason
