@@ -103,11 +103,11 @@ class Model(_Part):
 
 
 class Principal(_Part):
-    id: Annotated[str, Meta(min_length=1, max_length=256, description="The API key, account or user making the call.")]
+    id: Annotated[Ident, Meta(description="The API key, account or user making the call.")]
     tenant: OptIdent | None = None
     ip: Annotated[str, Meta(description="IPv4 or IPv6 address of the caller.")] | None = None
     user_agent: Annotated[str, Meta(description=f"Truncated to {MAX_FREE_TEXT} characters.")] | None = None
-    created_at: Annotated[datetime, Meta(tz=True, description="When the account was created (RFC 3339 with zone).")] \
+    created_at: Annotated[AwareDatetime, Meta(description="When the account was created (RFC 3339 with zone).")] \
         | None = None
 
     def __post_init__(self) -> None:
@@ -119,23 +119,23 @@ class Principal(_Part):
 
 
 class Input(_Part):
-    hash: Annotated[str, Meta(max_length=256, description="Hash of the raw input.")] | None = None
+    hash: Annotated[OptIdent, Meta(description="Hash of the raw input.")] | None = None
     embedding: Annotated[list[float], Meta(max_length=MAX_EMBEDDING)] | None = None
     tokens: Count | None = None
 
 
 class Output(_Part):
     label: Label | None = None
-    confidence: Annotated[float, Meta(ge=0.0, le=1.0, description="Top-class probability.")] | None = None
+    confidence: Annotated[Unit, Meta(description="Top-class probability.")] | None = None
     scores: Annotated[dict[Label, Unit], Meta(max_length=1024)] | None = None
     tokens: Count | None = None
 
 
 class Item(_Part):
     id: OptIdent | None = None
-    fingerprint: Annotated[str, Meta(max_length=256, description="Content or campaign cluster key of the reported item.")] \
+    fingerprint: Annotated[OptIdent, Meta(description="Content or campaign cluster key of the reported item.")] \
         | None = None
-    origin: Annotated[str, Meta(max_length=256, description="For example the sender domain.")] | None = None
+    origin: Annotated[OptIdent, Meta(description="For example the sender domain.")] | None = None
 
 
 class _Timed(_Part, dict=True):
@@ -188,8 +188,8 @@ class _Timed(_Part, dict=True):
 
 
 class _Event(_Timed):
-    event_id: Annotated[str, Meta(min_length=1, max_length=256, description="Unique id of this event.")]
-    timestamp: Annotated[datetime, Meta(tz=True, description="RFC 3339 with zone.")]
+    event_id: Annotated[Ident, Meta(description="Unique id of this event.")]
+    timestamp: Annotated[AwareDatetime, Meta(description="RFC 3339 with zone.")]
     model: Model
     principal: Principal
 
@@ -211,8 +211,7 @@ class FeedbackEvent(_Event, tag_field="kind", tag="feedback"):
     reported_label: Label
     inference_id: OptIdent | None = None
     item: Item = Item()
-    confidence: Annotated[float, Meta(ge=0.0, le=1.0, description="The model's confidence in predicted_label.")] \
-        | None = None
+    confidence: Annotated[Unit, Meta(description="The model's confidence in predicted_label.")] | None = None
 
     @property
     def contradicts_model(self) -> bool:

@@ -22,12 +22,11 @@ them like events, since anyone who can write to Kafka can write there.
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated, Any, ClassVar
 
 from msgspec import Meta, field
 
-from stream.events import Ident, Model, _Timed
+from stream.events import AwareDatetime, Ident, Model, _Timed
 
 # A signal names at most this many accounts (new members of a group since its last signal; the
 # building blocks send fewer, this bounds what the route agents accept).
@@ -38,11 +37,10 @@ class Signal(_Timed, tag_field="kind", tag="signal"):
     """One finding of a building-block detector, on its way to the detectors that correlate it."""
 
     kind: ClassVar[str] = "signal"
-    timestamp: Annotated[datetime, Meta(tz=True, description="Time of the event that raised it.")]
+    timestamp: Annotated[AwareDatetime, Meta(description="Time of the event that raised it.")]
     model: Model
-    rule: Annotated[str, Meta(min_length=1, max_length=256, description="Id of the building-block detector.")]
-    subject: Annotated[str, Meta(min_length=1, max_length=256,
-                                 description="What it is about, in that detector's terms (a group id).")]
+    rule: Annotated[Ident, Meta(description="Id of the building-block detector.")]
+    subject: Annotated[Ident, Meta(description="What it is about, in that detector's terms (a group id).")]
     seq: Annotated[int, Meta(ge=1, description="Its number among the signals of that detector and subject.")]
     magnitude: float
     evidence: Annotated[dict[Annotated[str, Meta(max_length=64)], Any], Meta(max_length=64)] = field(
