@@ -52,7 +52,10 @@ def decode(raw: bytes, kind: Kind | None = None) -> InferenceEvent | FeedbackEve
     if len(raw) > MAX_MESSAGE_BYTES:
         return Rejected(f"message of {len(raw)} bytes exceeds the {MAX_MESSAGE_BYTES}-byte limit")
     try:
-        return (_EITHER if kind is None else _DECODERS[kind]).decode(raw)
+        event = (_EITHER if kind is None else _DECODERS[kind]).decode(raw)
+        if not raw.isascii():
+            raw.decode()  # JSON is UTF-8: msgspec checks the strings it keeps, not those of fields it skips
+        return event
     except msgspec.ValidationError as exc:
         return Rejected(_describe(str(exc), kind))
     except msgspec.DecodeError as exc:

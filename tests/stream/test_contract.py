@@ -125,6 +125,7 @@ _VALID = raw({**INFERENCE, "kind": "inference"})[:-1]  # an event's JSON without
     (_VALID + b', "x": ' + b"[" * 300_000 + b"]" * 300_000 + b"}", "not valid JSON: nested too deeply"),
     (_VALID + b', "x": ' + b'{"a": ' * 100_000 + b"1" + b"}" * 100_000 + b"}", "not valid JSON: nested too deeply"),
     (_VALID.replace(b'"key-1"', b'"\xff\xfe"') + b"}", "not valid JSON: a string is not UTF-8"),
+    (_VALID + b', "unknown": "\xff\xfe"}', "not valid JSON: a string is not UTF-8"),
     (_VALID.replace(b'"key-1"', b'"\\ud800"') + b"}", "not valid JSON"),
     (_VALID + b', "latency_ms": NaN}', "not valid JSON"),
     (_VALID + b', "latency_ms": 1e400}', "latency_ms: Number out of range"),
