@@ -6,10 +6,10 @@ Flow (one consumer group, any number of workers):
   id), decodes each message, dead-letters what is invalid, runs the detectors
   partitioned by principal in place, and forwards each event to one route
   topic per other partition key (``<app>-route-fingerprint``...), to the
-  partition of that key (:func:`route_partition`), so that every event of one
-  item reaches the same worker. Events are taken in batches, and the events of
-  one batch for one route partition travel as one routed message: faust's cost
-  is per message, the detectors' per event.
+  partition of that key, so that every event of one item reaches the same
+  worker. Events are taken in batches, and the events of one batch for one
+  route partition travel as one routed message (``stream.routing``): faust's
+  cost is per message, the detectors' per event.
 - ``route-<key>`` consumes a route topic and runs the detectors of that key.
   Signals of building-block detectors (``stream.signals``) are routed the same
   way, to the detectors that take them, through the outbox below.
@@ -35,12 +35,10 @@ import logging
 import ssl
 from collections import defaultdict
 from collections.abc import AsyncIterator, Callable, Iterable
-from functools import lru_cache
 from typing import Any
 
 import faust
 import orjson
-from aiokafka.partitioner import murmur2
 
 from connectors.kafka import DEADLETTER_MAX_BYTES, Outbox, deadletter_headers
 from detectors.base import AnyEvent, Detector, PartitionKey, has_standard_key, model_key, partition_value
@@ -50,10 +48,10 @@ from stream.consumer import Transport
 from stream.decode import Kind, Rejected, decode
 from stream.engine import PEERS, Engine, Position, Step
 from stream.handover import Handover, acknowledge
+from stream.routing import letter, route_partition, routed_item, routed_messages, unpack
 from stream.skipped import Raw, SkippedOffsets
 
 log = logging.getLogger("modelsiem.worker")
-_SOURCE = "modelsiem.source"  # header of a routed event from older workers: where it first entered Kafka
 # Events are processed in batches of up to BATCH_MAX, cut from what a fetch brought (stream.handover).
 BATCH_MAX = 500
 # A routed message holds events up to this many bytes (one larger event travels alone; events are at most 1 MiB).
@@ -61,7 +59,7 @@ ROUTED_MAX_BYTES = 1024 * 1024
 
 # An event as a lane's agent hands it to the engine: the partition whose state it updates, the message it
 # came in, the event, where it first entered Kafka (none for a signal) and, for a routed event, its own text
-# (what is dead-lettered if a detector fails on it; see _letter).
+# (what is dead-lettered if a detector fails on it; see stream.routing.letter).
 _Item = tuple[int, Raw, AnyEvent, Position | None, bytes | None]
 
 
@@ -184,7 +182,7 @@ def create_app(settings: Settings, detectors: list[Detector], partitions: int) -
             def failed(index: int, exc: Exception, group: list[_Item] = group) -> None:
                 # A detector's bug must not stop the partition behind this event.
                 _, raw, _, source, text = group[index]
-                raw = raw if text is None else _letter(raw, source, text)
+                raw = raw if text is None else letter(raw, source, text)
                 log.exception("detectors failed on %s[%d]@%d; dead-lettered", raw.topic, raw.partition, raw.offset)
                 deadletter(raw, f"detector failure: {type(exc).__name__}: {exc}"[:1000], "engine")
 
@@ -201,7 +199,7 @@ def create_app(settings: Settings, detectors: list[Detector], partitions: int) -
         for signal in step.signals:
             # Through the outbox, like alerts: on the broker before the state that raised it is saved. A signal
             # carries no source position: its detector drops one it has seen (by its number) instead.
-            payload = orjson.dumps([[None, None, None, "signal", signal.to_json().decode()]])
+            payload = routed_messages([routed_item(None, "signal", signal.to_json())], ROUTED_MAX_BYTES)[0]
             for key, taker in takes.items():
                 value = partition_value(key, signal)
                 if value is not None and taker(signal):
@@ -232,27 +230,28 @@ def create_app(settings: Settings, detectors: list[Detector], partitions: int) -
     @app.agent(app.topic(t.inference, t.feedback, key_type=bytes, value_type=bytes), name="modelsiem.ingest")
     async def ingest(stream: faust.StreamT) -> None:
         async for raws in batches(ingest_queue):
-            # One routed message per route partition and batch: a list of [source topic, partition, offset, kind, event]
-            # (the kind travels along: on the event topics the topic tells it, and the event may not).
-            forward: dict[tuple[str, int], list[list[Any]]] = defaultdict(list)
+            # One routed message per route partition and batch (stream.routing).
+            forward: dict[tuple[str, int], list[bytes]] = defaultdict(list)
             inline_items = []
             for raw in raws:
-                event = decode(raw.value or b"", kinds[raw.topic])
+                value = raw.value or b""
+                event = decode(value, kinds[raw.topic])
                 if isinstance(event, Rejected):
                     log.warning("dead-lettered %s[%d]@%d: %s", raw.topic, raw.partition, raw.offset, event.reason)
                     deadletter(raw, event.reason, "decode")
                     continue
+                position = Position(raw.topic, raw.partition, raw.offset)
                 for key, takes_event in takes.items():
-                    value = partition_value(key, event)
-                    if value is not None and takes_event(event):
+                    key_value = partition_value(key, event)
+                    if key_value is not None and takes_event(event):
                         # The source position travels along: a re-delivered event forwarded twice is applied once.
-                        forward[(key, route_partition(model_key(event, value), partitions))].append(
-                            [raw.topic, raw.partition, raw.offset, event.kind, (raw.value or b"").decode()])
-                inline_items.append((raw.partition, raw, event, Position(raw.topic, raw.partition, raw.offset), None))
+                        forward[(key, route_partition(model_key(event, key_value), partitions))].append(
+                            routed_item(position, event.kind, value))
+                inline_items.append((raw.partition, raw, event, position, None))
             handle(inline, inline_items)
             for (key, partition), items in forward.items():
-                for chunk in _chunks(items, ROUTED_MAX_BYTES):
-                    await routes[key][0].send(value=orjson.dumps(chunk), partition=partition)
+                for message in routed_messages(items, ROUTED_MAX_BYTES):
+                    await routes[key][0].send(value=message, partition=partition)
 
     for key, (topic, _) in routes.items():
         _route_agent(app, topic, key, route_lanes[key], batches, handle, deadletter)
@@ -284,82 +283,6 @@ def _taker(group: list[Detector]) -> Callable[[AnyEvent], bool]:
     return takes
 
 
-@lru_cache(maxsize=16384)
-def route_partition(key: str, partitions: int) -> int:
-    """The route partition of a key, as Kafka's default partitioner picks it (murmur2), cached: keys repeat.
-
-    The worker picks it itself so that the events of one batch bound for one partition travel as one
-    message, whatever their keys: routed messages per batch are bounded by the partitions, not the keys.
-    """
-    return (murmur2(key.encode()) & 0x7FFFFFFF) % partitions
-
-
-def _chunks(items: list[list[Any]], max_bytes: int) -> list[list[list[Any]]]:
-    """``items`` (each ending with an event's JSON text) in runs of at most ``max_bytes`` of events."""
-    chunks: list[list[list[Any]]] = [[]]
-    size = 0
-    for item in items:
-        if chunks[-1] and size + len(item[-1]) > max_bytes:
-            chunks.append([])
-            size = 0
-        chunks[-1].append(item)
-        size += len(item[-1])
-    return chunks
-
-
-def _routed(raw: Raw) -> list[tuple[Position | None, Kind | None, bytes]] | Rejected:
-    """The events of a routed message, each with the position where it first entered Kafka (none for a
-    signal) and its kind; or why the message is not a routed message.
-
-    Route topics are internal, but anyone allowed to write to them can: a message of another shape is
-    rejected (and dead-lettered by the agent), never allowed to stop the agent.
-    """
-    if raw.headers and (header := dict(raw.headers).get(_SOURCE)):
-        # One event per message, as older workers routed them (kind included); the source position in a header.
-        try:
-            topic, partition, offset = header.decode().split("\x1f")
-            return [(Position(topic, int(partition), int(offset)), None, raw.value or b"")]
-        except ValueError:
-            return Rejected(f"malformed {_SOURCE} header of a routed message")
-    try:
-        body = orjson.loads(raw.value or b"null")
-    except orjson.JSONDecodeError as exc:
-        return Rejected(f"routed message is not valid JSON: {exc}"[:300])
-    if not isinstance(body, list):
-        # One event per message, without a source header: where it was read is where it entered.
-        return [(Position(raw.topic, raw.partition, raw.offset), None, raw.value or b"")]
-    events: list[tuple[Position | None, Kind | None, bytes]] = []
-    for index, item in enumerate(body):
-        if not _routed_item(item):
-            return Rejected(f"routed message item {index} is not [topic, partition, offset, kind, event text]")
-        topic, partition, offset, kind, text = item
-        events.append((None if topic is None else Position(topic, partition, offset), kind, text.encode()))
-    return events
-
-
-def _routed_item(item: Any) -> bool:
-    """Whether ``item`` is ``[source topic, partition, offset, kind, event text]``, the position all null or
-    all given (a topic name and two non-negative integers)."""
-    if not (isinstance(item, list) and len(item) == 5 and item[3] in _ROUTED_KINDS and isinstance(item[4], str)):
-        return False
-    topic, partition, offset = item[:3]
-    if topic is None:
-        return partition is None and offset is None
-    return (isinstance(topic, str) and type(partition) is int and type(offset) is int  # noqa: E721 (no bools)
-            and partition >= 0 and offset >= 0)
-
-
-_ROUTED_KINDS = frozenset(("inference", "feedback", "signal"))
-
-
-def _letter(raw: Raw, source: Position | None, value: bytes) -> Raw:
-    """A routed event as the dead-letter topic should show it: its own text, and where it first entered
-    Kafka (a signal, which has no such place, where it was read)."""
-    if source is None:
-        return Raw(raw.topic, raw.partition, raw.offset, raw.key, value)
-    return Raw(source.topic, source.partition, source.offset, None, value)
-
-
 def _route_agent(app: faust.App, topic: Any, key: str, lane: _Lane, batches: Any, handle: Any,
                  deadletter: Callable[[Raw, str, str], None]) -> None:
     queue = app.handover.register([topic.get_topic_name()])
@@ -369,7 +292,7 @@ def _route_agent(app: faust.App, topic: Any, key: str, lane: _Lane, batches: Any
         async for raws in batches(queue):
             items: list[_Item] = []
             for raw in raws:
-                routed = _routed(raw)
+                routed = unpack(raw)
                 if isinstance(routed, Rejected):
                     log.error("dead-lettered %s[%d]@%d: %s", raw.topic, raw.partition, raw.offset, routed.reason)
                     deadletter(raw, routed.reason, "route")
@@ -377,10 +300,10 @@ def _route_agent(app: faust.App, topic: Any, key: str, lane: _Lane, batches: Any
                 for source, kind, value in routed:
                     event = decode(value, kind)
                     if isinstance(event, Rejected):  # the worker validated it: another writer's, or a bug
-                        letter = _letter(raw, source, value)
-                        log.error("dead-lettered a routed event from %s[%d]@%d: %s", letter.topic, letter.partition,
-                                  letter.offset, event.reason)
-                        deadletter(letter, event.reason, "route")
+                        dead = letter(raw, source, value)
+                        log.error("dead-lettered a routed event from %s[%d]@%d: %s", dead.topic, dead.partition,
+                                  dead.offset, event.reason)
+                        deadletter(dead, event.reason, "route")
                         continue
                     items.append((raw.partition, raw, event, source, value))
                 if len(items) >= BATCH_MAX:  # a routed message holds many events: engine batches stay small

@@ -1,5 +1,6 @@
-"""Routed messages carry each event's source position, in the batched format and in the older one; a message
-of another shape on a route topic is rejected with a reason, never allowed to stop the route agent."""
+"""Routed messages carry each event's source position and its JSON as it arrived, in the current format and in
+the older ones; a message of another shape on a route topic is rejected with a reason, never allowed to stop the
+route agent."""
 
 from __future__ import annotations
 
@@ -11,56 +12,76 @@ from detectors.feedback_drift import FeedbackDriftDetector
 from detectors.testing import feedback, inference
 import pytest
 
-from stream.app import _chunks, _letter, _routed, _taker, route_partition
+from stream.app import _taker
 from stream.decode import Rejected, decode
 from stream.engine import Position
+from stream.routing import letter, route_partition, routed_item, routed_messages, unpack
 from stream.signals import Signal
 from stream.skipped import Raw
 
 
-def test_a_batched_routed_message_yields_its_events_with_their_source_positions():
+def test_a_routed_message_yields_its_events_as_they_arrived_with_their_source_positions():
+    events = [b'{"a": 1}', '{"b": "\u00e9 \\" ]"}'.encode(), b' {"c": [1, {"d": null}]} ']
+    items = [routed_item(Position("inf", 1, 41), "inference", events[0]),
+             routed_item(Position('i"nf', 0, 7), "feedback", events[1]),
+             routed_item(None, "signal", events[2])]
+    [message] = routed_messages(items, 1024)
+    assert orjson.loads(message)[1][:4] == ['i"nf', 0, 7, "feedback"]
+    assert unpack(Raw("app-route-model", 3, 900, b"k", message)) == [
+        (Position("inf", 1, 41), "inference", events[0]), (Position('i"nf', 0, 7), "feedback", events[1]),
+        (None, "signal", events[2].strip())]  # whitespace around an event is JSON's, not the event's
+
+
+def test_a_routed_message_from_an_older_worker_with_events_as_text_yields_the_same():
     body = orjson.dumps([["inf", 1, 41, "inference", '{"a": 1}'], ["fb", 0, 7, "feedback", '{"b": "\\u00e9"}']])
-    got = _routed(Raw("app-route-model", 3, 900, b"k", body))
+    got = unpack(Raw("app-route-model", 3, 900, b"k", body))
     assert got == [(Position("inf", 1, 41), "inference", b'{"a": 1}'),
                    (Position("fb", 0, 7), "feedback", '{"b": "\\u00e9"}'.encode())]
 
 
 def test_a_single_event_from_an_older_worker_uses_its_source_header_or_its_own_position():
     with_header = Raw("route", 2, 5, None, b'{"a": 1}', [("modelsiem.source", b"events\x1f1\x1f99")])
-    assert _routed(with_header) == [(Position("events", 1, 99), None, b'{"a": 1}')]
-    assert _routed(Raw("route", 2, 5, None, b'{"a": 1}')) == [(Position("route", 2, 5), None, b'{"a": 1}')]
+    assert unpack(with_header) == [(Position("events", 1, 99), None, b'{"a": 1}')]
+    assert unpack(Raw("route", 2, 5, None, b'{"a": 1}')) == [(Position("route", 2, 5), None, b'{"a": 1}')]
 
 
 @pytest.mark.parametrize("value, headers, reason", [
     (b"not json", [], "not valid JSON"),
     (b'[["inf", 1, 41, "inference"]]', [], "item 0 is not"),
-    (b'[["inf", 1, 41, "inference", {"event_id": "e"}]]', [], "item 0"),
+    (b'[["inf", 1, 41, "inference", "{\\ud800}"]]', [], "routed message is not valid JSON"),
+    (b"[" * 100_000 + b"]" * 100_000, [], "routed message"),
+    (b'[["inf", 1, 41, "inference", ' + b"[" * 100_000 + b"]" * 100_000 + b"]]", [], "not valid JSON"),
+    (b'{"a": 1}', [], None),
     (b'[["inf", 1, 41, "inference", "{}"], ["inf", 1, 42, "bogus-kind", "{}"]]', [], "item 1"),
     (b'[["inf", "1", 41, "inference", "{}"]]', [], "item 0"),
     (b'[["inf", true, 41, "inference", "{}"]]', [], "item 0"),
     (b'[["inf", 1, -41, "inference", "{}"]]', [], "item 0"),
-    (b'[[null, 1, null, "signal", "{}"]]', [], "item 0"),
+    (b'[[null, 1, null, "signal", "{}"]]', [], "item 0 is not [topic, partition, offset, kind, event]: its position"),
     (b'[7]', [], "item 0"),
     (b'{"a": 1}', [("modelsiem.source", b"events\x1fone\x1f99")], "malformed modelsiem.source header"),
 ])
 def test_a_message_of_another_shape_on_a_route_topic_is_rejected_with_a_reason(value, headers, reason):
-    got = _routed(Raw("app-route-model", 3, 900, b"k", value, headers))
-    assert isinstance(got, Rejected) and reason in got.reason
+    got = unpack(Raw("app-route-model", 3, 900, b"k", value, headers))
+    if reason is None:  # one event per message, as the oldest workers routed it: the decoder judges the event
+        assert got == [(Position("app-route-model", 3, 900), None, value)]
+    else:
+        assert isinstance(got, Rejected) and reason in got.reason
 
 
 def test_a_routed_event_is_dead_lettered_as_its_own_text_at_its_source_position():
     routed = Raw("app-route-model", 3, 900, b"k", b"[...]")
-    letter = _letter(routed, Position("inf", 1, 41), b'{"a": 1}')
-    assert (letter.topic, letter.partition, letter.offset, letter.value) == ("inf", 1, 41, b'{"a": 1}')
+    dead = letter(routed, Position("inf", 1, 41), b'{"a": 1}')
+    assert (dead.topic, dead.partition, dead.offset, dead.value) == ("inf", 1, 41, b'{"a": 1}')
     # A signal has no source position: where it was read.
-    signal = _letter(routed, None, b'{"rule": "r"}')
+    signal = letter(routed, None, b'{"rule": "r"}')
     assert (signal.topic, signal.partition, signal.offset, signal.value) == ("app-route-model", 3, 900, b'{"rule": "r"}')
 
 
 def test_routed_messages_are_split_by_size_and_a_large_event_travels_alone():
-    items = [["t", 0, n, "x" * size] for n, size in enumerate([400, 400, 300, 2000, 100])]
-    chunks = _chunks(items, 1000)
-    assert [[item[2] for item in chunk] for chunk in chunks] == [[0, 1], [2], [3], [4]]
+    items = [routed_item(Position("t", 0, n), "inference", b'"%s"' % (b"x" * size))
+             for n, size in enumerate([400, 400, 300, 2000, 100])]
+    messages = [orjson.loads(m) for m in routed_messages(items, 1000)]
+    assert [[item[2] for item in message] for message in messages] == [[0, 1], [2], [3], [4]]
 
 
 def test_a_route_takes_the_event_kinds_of_its_detectors_and_asks_those_with_their_own_key():
@@ -78,8 +99,8 @@ def test_a_routed_signal_has_no_source_position_and_decodes_as_a_signal():
     signal = Signal.validate({"timestamp": "2026-01-01T00:00:00Z", "model": {"name": "m"},
                                     "rule": "extraction_prefix", "subject": "203.0.113.0/24", "seq": 3,
                                     "magnitude": 90, "users": ["a"]})
-    [(position, kind, value)] = _routed(Raw("app-route-model", 0, 5, b"k", orjson.dumps(
-        [[None, None, None, "signal", signal.to_json().decode()]])))
+    [message] = routed_messages([routed_item(None, "signal", signal.to_json())], 1024)
+    [(position, kind, value)] = unpack(Raw("app-route-model", 0, 5, b"k", message))
     assert position is None and kind == "signal" and decode(value, kind) == signal
     # On the event topics a signal is not an event: the contract knows only inference and feedback.
     assert isinstance(decode(signal.to_json().decode().encode()), Rejected)
