@@ -25,6 +25,7 @@ JSON's own types: a number sent as a string is rejected, not coerced.
 from __future__ import annotations
 
 import ipaddress
+import numbers
 from collections.abc import Callable, Mapping
 from datetime import datetime
 from functools import lru_cache, wraps
@@ -74,6 +75,15 @@ def _canonical_ip(text: str) -> str:
         return str(ipaddress.ip_address(text))
     except ValueError:
         raise ValueError("`ip`: not an IPv4 or IPv6 address") from None
+
+
+def _plain_number(value: Any) -> int | float:
+    """msgspec's hook for numbers of other types (numpy's, which a detector's evidence may hold): JSON numbers."""
+    if isinstance(value, numbers.Integral):
+        return int(value)
+    if isinstance(value, numbers.Real):
+        return float(value)
+    raise TypeError(f"{type(value).__name__} is not a JSON value")
 
 
 class _computed_once:
@@ -166,7 +176,7 @@ class _Timed(_Part, dict=True):
 
     def to_dict(self) -> dict[str, Any]:
         """As JSON would carry it (times as RFC 3339 text, ``kind`` included)."""
-        return msgspec.to_builtins(self)
+        return msgspec.to_builtins(self, enc_hook=_plain_number)
 
     def to_json(self) -> bytes:
         """As JSON, the form it travels in on the route topics."""
@@ -224,7 +234,7 @@ EVENT_TYPES: dict[str, type[InferenceEvent] | type[FeedbackEvent]] = {
 }
 
 
-_ENCODER = msgspec.json.Encoder()
+_ENCODER = msgspec.json.Encoder(enc_hook=_plain_number)
 
 
 def decoder(kind: type) -> msgspec.json.Decoder:

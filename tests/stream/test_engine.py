@@ -199,6 +199,26 @@ def test_a_detector_failure_is_reported_and_the_batch_goes_on() -> None:
     assert [a["modelsiem"]["evidence"]["burst_queries"] for a in step.alerts] == [300]  # 399 counted, not 400
 
 
+def test_a_building_block_signals_numpy_numbers_and_fails_on_its_event_for_what_json_cannot_carry() -> None:
+    import numpy as np
+
+    from detectors.extraction_groups import PrefixGroupDetector
+    from detectors.base import Finding
+
+    class Evidence(PrefixGroupDetector):
+        def update(self, state, event, peers):
+            value = {"odd": 1j} if event.event_id == "e1" else {"share": np.float64(0.5), "n": np.int64(3)}
+            return (Finding(subject="s", severity="medium", risk_score=47, summary="x", magnitude=1,
+                            evidence=value, users=(event.principal.id,)),)
+
+    events = [inference(f"e{i}", i, principal_fields={"ip": "203.0.113.9"}) for i in range(3)]
+    failed = []
+    step = Engine([Evidence()]).process_batch([(e, None) for e in events], MemoryStore(),
+                                              failed=lambda i, exc: failed.append((i, type(exc).__name__)))
+    assert failed == [(1, "TypeError")]
+    assert [orjson.loads(s.to_json())["evidence"] for s in step.signals] == [{"share": 0.5, "n": 3}] * 2
+
+
 def test_a_batch_with_more_new_keys_than_max_keys_stays_within_the_bound() -> None:
     engine, store = Engine([QueryRateDetector()], max_keys=100), MemoryStore()
     for start in range(0, 5000, 500):
