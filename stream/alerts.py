@@ -13,6 +13,7 @@ ever used as a field name: evidence keys are checked against a strict pattern.
 
 from __future__ import annotations
 
+import numbers
 import re
 import unicodedata
 import uuid
@@ -20,7 +21,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from detectors.base import SEVERITY_NUMBER, AnyEvent, DetectorMeta, Finding, PartitionKey
-from stream.events import CONTRACT_VERSION
+from stream.events import CONTRACT_VERSION, plain_number
 
 ECS_VERSION = "9.5.0-dev"
 DATASET = "modelsiem.alerts"
@@ -78,12 +79,17 @@ def _evidence(evidence: dict[str, Any]) -> dict[str, Any]:
     for key, value in evidence.items():
         if not _KEY.match(key):
             raise ValueError(f"evidence key {key!r} is not a plain snake_case name")
-        if isinstance(value, str):
-            value = clean(value)
-        elif isinstance(value, list | tuple):
-            value = [clean(v) if isinstance(v, str) else v for v in value[:_MAX_LIST]]
-        out[key] = value
+        out[key] = [_value(v) for v in value[:_MAX_LIST]] if isinstance(value, list | tuple) else _value(value)
     return out
+
+
+def _value(value: Any) -> Any:
+    """An evidence value as the alert carries it: text cleaned, numpy's numbers as plain ones."""
+    if isinstance(value, str):
+        return clean(value)
+    if isinstance(value, numbers.Number) and not isinstance(value, bool | int | float):
+        return plain_number(value)
+    return value
 
 
 def build_alert(

@@ -77,8 +77,8 @@ def _canonical_ip(text: str) -> str:
         raise ValueError("`ip`: not an IPv4 or IPv6 address") from None
 
 
-def _plain_number(value: Any) -> int | float:
-    """msgspec's hook for numbers of other types (numpy's, which a detector's evidence may hold): JSON numbers."""
+def plain_number(value: Any) -> int | float:
+    """A number of another type (numpy's, which a detector's evidence may hold) as a JSON number; msgspec's hook."""
     if isinstance(value, numbers.Integral):
         return int(value)
     if isinstance(value, numbers.Real):
@@ -176,7 +176,7 @@ class _Timed(_Part, dict=True):
 
     def to_dict(self) -> dict[str, Any]:
         """As JSON would carry it (times as RFC 3339 text, ``kind`` included)."""
-        return msgspec.to_builtins(self, enc_hook=_plain_number)
+        return msgspec.to_builtins(self, enc_hook=plain_number)
 
     def to_json(self) -> bytes:
         """As JSON, the form it travels in on the route topics."""
@@ -234,7 +234,7 @@ EVENT_TYPES: dict[str, type[InferenceEvent] | type[FeedbackEvent]] = {
 }
 
 
-_ENCODER = msgspec.json.Encoder(enc_hook=_plain_number)
+_ENCODER = msgspec.json.Encoder(enc_hook=plain_number)
 
 
 def decoder(kind: type) -> msgspec.json.Decoder:

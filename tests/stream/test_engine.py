@@ -219,6 +219,21 @@ def test_a_building_block_signals_numpy_numbers_and_fails_on_its_event_for_what_
     assert [orjson.loads(s.to_json())["evidence"] for s in step.signals] == [{"share": 0.5, "n": 3}] * 2
 
 
+def test_numpy_numbers_in_evidence_are_plain_numbers_in_the_alert() -> None:
+    from dataclasses import replace
+
+    import numpy as np
+
+    class NumpyEvidence(QueryRateDetector):
+        def update(self, state, event):
+            return [replace(f, evidence={**f.evidence, "share": np.float32(0.25), "counts": [np.int64(3), 4]})
+                    for f in super().update(state, event)]
+
+    alerts, _ = run(Engine([NumpyEvidence()]), flood(400))
+    evidence = orjson.loads(orjson.dumps(alerts[0]))["modelsiem"]["evidence"]
+    assert evidence["share"] == 0.25 and evidence["counts"] == [3, 4]
+
+
 def test_a_batch_with_more_new_keys_than_max_keys_stays_within_the_bound() -> None:
     engine, store = Engine([QueryRateDetector()], max_keys=100), MemoryStore()
     for start in range(0, 5000, 500):
