@@ -28,8 +28,8 @@ from stream.signals import Signal
 Kind = Literal["inference", "feedback", "signal"]
 # Signals are decoded only where the kind is known (the worker's route topics): a message
 # that names its own kind must be a contract event.
-_DECODERS = {kind: decoder(t) for kind, t in {**EVENT_TYPES, "signal": Signal}.items()}
-_EITHER = decoder(InferenceEvent | FeedbackEvent)
+_DECODERS = {kind: decoder(t) for kind, t in
+             {**EVENT_TYPES, "signal": Signal, None: InferenceEvent | FeedbackEvent}.items()}
 _MAX_REASON = 1000
 # msgspec's messages: "<what is wrong> - at `$.<path>`", or "Object missing required field `<name>`".
 _AT = re.compile(r"^(?P<what>.*?)(?: - at `\$(?P<path>[^`]*)`)?$", re.DOTALL)
@@ -52,7 +52,7 @@ def decode(raw: bytes, kind: Kind | None = None) -> InferenceEvent | FeedbackEve
     if len(raw) > MAX_MESSAGE_BYTES:
         return Rejected(f"message of {len(raw)} bytes exceeds the {MAX_MESSAGE_BYTES}-byte limit")
     try:
-        event = (_EITHER if kind is None else _DECODERS[kind]).decode(raw)
+        event = _DECODERS[kind].decode(raw)
         if not raw.isascii():
             raw.decode()  # JSON is UTF-8: msgspec checks the strings it keeps, not those of fields it skips
         return event

@@ -392,7 +392,7 @@ def _signal(detector_id: str, seq: int, finding: Finding, event: AnyEvent) -> Si
     signal = Signal(timestamp=event.timestamp, model=event.model, rule=detector_id, subject=finding.subject,
                     seq=seq, magnitude=finding.magnitude, evidence=finding.evidence, users=finding.users,
                     ips=finding.ips, event_ids=finding.event_ids)
-    # Encoded once here, where an error is the event's (reported, the batch going on), rather than
-    # first when the worker sends it, which would stop the partition. Signals are few.
+    # Encoded here, where an error is the event's (reported, the batch going on), rather than first
+    # when the worker sends it, which would stop the partition; the worker sends these bytes.
     signal.to_json()
     return signal

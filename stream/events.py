@@ -179,8 +179,11 @@ class _Timed(_Part, dict=True):
         return msgspec.to_builtins(self, enc_hook=plain_number)
 
     def to_json(self) -> bytes:
-        """As JSON, the form it travels in on the route topics."""
-        return _ENCODER.encode(self)
+        """As JSON, the form it travels in on the route topics; encoded once (a record is frozen)."""
+        encoded = self.__dict__.get("json")
+        if encoded is None:
+            encoded = self.__dict__["json"] = _ENCODER.encode(self)
+        return encoded
 
     def replace(self, **changes: Any) -> Self:
         """A copy with ``changes``, its computed values recomputed on demand."""

@@ -3,7 +3,8 @@
 A routed message is a JSON array of items ``[source topic, partition, offset, kind, event]``: where the
 event first entered Kafka (all null for a signal, which never did), its kind, and the event's JSON as
 it arrived (less whitespace around it), embedded as a value rather than quoted as a string, so that
-neither side escapes or unescapes it. The route agent checks the envelope, then decodes each event as the ingest agent did.
+neither side escapes or unescapes it. The route agent checks the envelope, then decodes each event as
+the ingest agent did.
 
 Route topics are internal, but anyone allowed to write to them can: a message of another shape is
 rejected with a reason (and dead-lettered), never allowed to stop the agent. Two older forms are still
@@ -60,18 +61,15 @@ def routed_item(source: Position | None, kind: str, event: bytes) -> bytes:
 
 def routed_messages(items: list[bytes], max_bytes: int) -> list[bytes]:
     """``items`` joined into messages of at most ``max_bytes`` of items (a larger item travels alone)."""
-    messages: list[bytes] = []
-    run: list[bytes] = []
+    runs: list[list[bytes]] = [[]]
     size = 0
     for item in items:
-        if run and size + len(item) > max_bytes:
-            messages.append(b"[" + b",".join(run) + b"]")
-            run, size = [], 0
-        run.append(item)
+        if runs[-1] and size + len(item) > max_bytes:
+            runs.append([])
+            size = 0
+        runs[-1].append(item)
         size += len(item)
-    if run:
-        messages.append(b"[" + b",".join(run) + b"]")
-    return messages
+    return [b"[" + b",".join(run) + b"]" for run in runs if run]
 
 
 def unpack(raw: Raw) -> list[tuple[Position | None, Kind | None, bytes]] | Rejected:
