@@ -125,15 +125,17 @@ class BoundaryProbingDetector(Detector):
         margin = answer_margin(event)
         vector = project(event)
         digest = event.input.hash
-        near = bool(digest) and digest in state["hashes"]
+        # Nearness matters only for a low-margin answer, and most answers are not: the search is skipped for them.
+        near = margin is not None and margin < p.low_margin and (
+            (bool(digest) and digest in state["hashes"])
+            or (vector is not None and any_within(vector, state["vectors"], p.near_duplicate)))
         if vector is not None:
-            near = near or any_within(vector, state["vectors"], p.near_duplicate)
             _push(state["vectors"], vector, p.recent)
         if digest:
             _push(state["hashes"], digest, p.recent)
         if margin is None:
             return 0
-        if near and margin < p.low_margin:
+        if near:
             return 1
         return int(vector is None and margin < p.edge_margin)
 
