@@ -212,24 +212,41 @@ def partition_value(kind: PartitionKey, event: AnyEvent) -> str | None:
     >>> partition_value("ip_prefix", e), partition_value("fingerprint", e)
     ('203.0.113.0/24', 'fp-1')
     """
-    if kind == "model":
-        return event.model.name
-    if isinstance(event, Signal):
-        return None
-    if kind == "principal":
-        return event.principal.id
-    if kind == "tenant":
-        return event.principal.tenant
-    if kind == "ip_prefix":
-        return ip_prefix(event.principal.ip) if event.principal.ip else None
-    if kind == "cohort":
-        created = event.principal.created_at
-        return None if created is None else cohort(event.principal.user_agent or "", created.date())
-    if not isinstance(event, FeedbackEvent):
-        return None
-    if kind == "origin":
-        return event.item.origin
-    return event.item.fingerprint or event.item.origin
+    return value_of(kind, event.kind)(event)
+
+
+def value_of(kind: PartitionKey, event_kind: EventKind) -> Callable[[Any], str | None]:
+    """What :func:`partition_value` computes for events of one kind, as a function: the engine looks it up
+    once a batch rather than once an event."""
+    return _VALUES.get((kind, event_kind), _none)
+
+
+def _none(event: AnyEvent) -> None:
+    return None
+
+
+def _ip_prefix_of(event: InferenceEvent | FeedbackEvent) -> str | None:
+    return ip_prefix(event.principal.ip) if event.principal.ip else None
+
+
+def _cohort_of(event: InferenceEvent | FeedbackEvent) -> str | None:
+    created = event.principal.created_at
+    return None if created is None else cohort(event.principal.user_agent or "", created.date())
+
+
+_VALUES: dict[tuple[str, str], Callable[[Any], str | None]] = {
+    ("model", "signal"): lambda event: event.model.name,
+    ("origin", "feedback"): lambda event: event.item.origin,
+    ("fingerprint", "feedback"): lambda event: event.item.fingerprint or event.item.origin,
+}
+for _kind in ("inference", "feedback"):
+    _VALUES |= {
+        ("model", _kind): lambda event: event.model.name,
+        ("principal", _kind): lambda event: event.principal.id,
+        ("tenant", _kind): lambda event: event.principal.tenant,
+        ("ip_prefix", _kind): _ip_prefix_of,
+        ("cohort", _kind): _cohort_of,
+    }
 
 
 # Cached: the stdlib parser costs ~10 µs and a stream repeats its callers' addresses.

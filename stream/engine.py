@@ -48,9 +48,10 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any, Protocol
+from typing import Any, Protocol, get_args
 
-from detectors.base import SEVERITY_RANK, AnyEvent, Detector, Finding, State, has_standard_key
+from detectors.base import (SEVERITY_RANK, AnyEvent, Detector, EventKind, Finding, State, has_standard_key, model_key,
+                            value_of)
 from stream.alerts import alert_id, build_alert
 from stream.signals import Signal
 
@@ -158,52 +159,65 @@ class _Recency:
 class _Batch:
     """The records one batch has fetched, by detector id and key: each is put back once, at the batch's end."""
 
-    __slots__ = ("store", "records")
+    __slots__ = ("store", "partition", "records")
 
-    def __init__(self, store: StateStore) -> None:
+    def __init__(self, store: StateStore, partition: int) -> None:
         self.store = store
+        self.partition = partition
         self.records: dict[str, dict[str, State]] = {}
 
-    def record(self, detector: Detector, store_id: str, key: str, now: float, peers: bool = False) -> State:
-        """A key's record (or, with ``peers``, a peers record), fetched once a batch; fresh for a key never
-        seen, idle for the detector's ttl (deleted, or about to be) or written by another version."""
+    def records_of(self, store_id: str) -> dict[str, State]:
+        """The records of one detector (or its peers) this batch has fetched, by key."""
         records = self.records.get(store_id)
         if records is None:
             records = self.records[store_id] = {}
-        record = records.get(key)
-        if record is None:
-            record = self.store.get(store_id, key)
-            fresh = detector.new_peers if peers else detector.new_state
-            if record is None or now - record.get("seen", now) > detector.state_ttl:
-                record = {"state": fresh(), "v": detector.meta.version, "seen": now}
-                if not peers:
-                    record["pos"], record["alerts"] = {}, {}
-            elif record.get("v") != detector.meta.version:
-                # State restored from an older version of the detector has another shape: start it afresh.
-                record["state"], record["v"] = fresh(), detector.meta.version
-            records[key] = record
-        if now > record.get("seen", now):
-            record["seen"] = now
+        return records
+
+    def fetch(self, detector: Detector, store_id: str, key: str, now: float, peers: bool = False) -> State:
+        """A record this batch has not fetched yet: from the store, or fresh for a key never seen, idle for
+        the detector's ttl (deleted, or about to be) or written by another version."""
+        record = self.store.get(store_id, key)
+        fresh = detector.new_peers if peers else detector.new_state
+        if record is None or now - record.get("seen", now) > detector.state_ttl:
+            record = {"state": fresh(), "v": detector.meta.version}
+            if not peers:
+                record["pos"], record["alerts"] = {}, {}
+        elif record.get("v") != detector.meta.version:
+            # State restored from an older version of the detector has another shape: start it afresh.
+            record["state"], record["v"] = fresh(), detector.meta.version
+        record["seen"] = max(now, record.get("seen", now))
+        record["part"] = self.partition
+        self.records_of(store_id)[key] = record
         return record
 
 
-def _plan(detectors: list[Detector]) -> list[tuple[Detector, str, int, bool, bool]]:
-    """Per detector of one event kind: itself, its id, the index of an earlier one
-    whose key it shares (-1 if none), so that a key several detectors are partitioned by is computed once,
-    whether it compares peers and whether it is a building block.
+@dataclass(frozen=True, slots=True)
+class _Lane:
+    """One detector's part in the events of one kind, resolved once an engine.
 
-    Detector.key returns None for the kinds a detector does not take, so the plan of a kind
-    leaves them out without asking.
+    ``value_of`` computes its partition value (None for a detector with its own ``key``), and
+    ``same_key_as`` is the index of an earlier lane with the same key (-1 if none), so that a key
+    several detectors are partitioned by is computed once an event.
     """
-    plan = []
-    for i, detector in enumerate(detectors):
-        same = -1
-        if has_standard_key(detector):
-            same = next((j for j, d in enumerate(detectors[:i])
-                         if has_standard_key(d) and d.partition_key == detector.partition_key), -1)
-        plan.append((detector, detector.meta.id, same, detector.compares_peers,
-                     detector.meta.building_block))
-    return plan
+
+    detector: Detector
+    detector_id: str
+    value_of: Callable[[Any], str | None] | None
+    same_key_as: int
+    peered: bool
+    building_block: bool
+
+
+def _lanes(detectors: list[Detector], kind: EventKind) -> list[_Lane]:
+    """The lanes of the detectors that take one event kind."""
+    lanes: list[_Lane] = []
+    for detector in detectors:
+        standard = has_standard_key(detector)
+        same = next((i for i, lane in enumerate(lanes) if standard and lane.value_of is not None
+                     and lane.detector.partition_key == detector.partition_key), -1)
+        lanes.append(_Lane(detector, detector.meta.id, value_of(detector.partition_key, kind) if standard else None,
+                           same, detector.compares_peers, detector.meta.building_block))
+    return lanes
 
 
 class Engine:
@@ -217,8 +231,8 @@ class Engine:
         clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
     ) -> None:
         self.detectors = list(detectors)
-        self._plans = {kind: _plan([d for d in self.detectors if kind in d.meta.event_kinds])
-                       for kind in ("inference", "feedback", "signal")}
+        self._lanes = {kind: _lanes([d for d in self.detectors if kind in d.meta.event_kinds], kind)
+                       for kind in get_args(EventKind)}
         self.growth = growth
         self.naming_growth = naming_growth
         self.max_keys = max_keys
@@ -275,17 +289,28 @@ class Engine:
         An event on which a detector raises is passed to ``failed`` with its index (the batch goes
         on), or the error is raised when there is no ``failed``.
         """
-        step, batch, latest = Step(), _Batch(store), float("-inf")
+        step, batch, latest = Step(), _Batch(store, partition), float("-inf")
+        # Per event kind met in this batch: each lane with the records it has fetched (and its peers').
+        lanes: dict[str, list[tuple]] = {}
         for index, (event, position) in enumerate(items):
-            latest = max(latest, event.epoch)
+            now = event.epoch
+            latest = max(latest, now)
+            kind_lanes = lanes.get(event.kind)
+            if kind_lanes is None:
+                kind_lanes = lanes[event.kind] = [
+                    (lane, batch.records_of(lane.detector_id),
+                     batch.records_of(lane.detector_id + PEERS) if lane.peered else None)
+                    for lane in self._lanes[event.kind]]
             try:
-                self._apply(event, position, partition, batch, step)
+                self._apply(event, now, position, kind_lanes, batch, step)
             except Exception as exc:
                 if failed is None:
                     raise
                 failed(index, exc)
         recencies = self._recency.get(partition) or {}
         for detector_id, records in batch.records.items():
+            if not records:
+                continue
             recency = recencies.get(detector_id) or self._recency_of(store, detector_id, partition)
             for key, record in records.items():
                 # Put back, not only mutated: the store keeps track of what changed.
@@ -295,33 +320,50 @@ class Engine:
             step.expired.extend((detector_id, key) for key in gone)  # a batch's own keys too, past max_keys
         return step
 
-    def _apply(self, event: AnyEvent, position: Position | None, partition: int, batch: _Batch, step: Step) -> None:
-        now = event.epoch
-        slot = position.slot if position is not None else None
+    def _apply(self, event: AnyEvent, now: float, position: Position | None, lanes: list[tuple], batch: _Batch,
+               step: Step) -> None:
+        # The hot path of the engine, run per event and detector: a record this batch has fetched
+        # is a dict lookup away, and only a miss goes to _Batch.fetch.
+        if position is not None:
+            slot, offset = position.slot, position.offset
         keys: list[str | None] = []
-        for detector, detector_id, same_key_as, peered, building_block in self._plans.get(event.kind, ()):
-            key = detector.key(event) if same_key_as < 0 else keys[same_key_as]
+        for lane, records, peer_records in lanes:
+            if lane.same_key_as >= 0:
+                key = keys[lane.same_key_as]
+            elif lane.value_of is not None:
+                value = lane.value_of(event)
+                key = None if value is None else model_key(event, value)
+            else:
+                key = lane.detector.key(event)
             keys.append(key)
             if key is None:
                 continue
-            record = batch.record(detector, detector_id, key, now)
+            record = records.get(key)
+            if record is None:
+                record = batch.fetch(lane.detector, lane.detector_id, key, now)
+            elif now > record["seen"]:
+                record["seen"] = now
             if position is not None:
-                if record["pos"].get(slot, -1) >= position.offset:
+                applied = record["pos"]
+                if applied.get(slot, -1) >= offset:
                     continue
-                record["pos"][slot] = position.offset
-            record["part"] = partition
-            if peered:
+                applied[slot] = offset
+            detector = lane.detector
+            if lane.peered:
                 # The partition is in the key: a table holds the keys of all the worker's partitions in one dict.
-                peers = batch.record(detector, detector_id + PEERS, f"{event.model.name}\x1f{partition}", now,
-                                     peers=True)
-                peers["part"] = partition
+                peer_key = f"{event.model.name}\x1f{batch.partition}"
+                peers = peer_records.get(peer_key)
+                if peers is None:
+                    peers = batch.fetch(detector, lane.detector_id + PEERS, peer_key, now, peers=True)
+                elif now > peers["seen"]:
+                    peers["seen"] = now
                 findings = detector.update(record["state"], event, peers["state"])  # type: ignore[call-arg]
             else:
                 findings = detector.update(record["state"], event)
             for finding in findings:
-                if building_block:
+                if lane.building_block:
                     record["sig"] = record.get("sig", 0) + 1
-                    step.signals.append(_signal(detector_id, record["sig"], finding, event))
+                    step.signals.append(_signal(lane.detector_id, record["sig"], finding, event))
                 else:
                     self._revise(detector, record["alerts"], finding, event, step)
 
