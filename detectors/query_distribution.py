@@ -45,7 +45,7 @@ answered (the statistics run on aggregates, not on each event):
 
 from __future__ import annotations
 
-import base64
+import binascii
 import math
 from collections.abc import Iterable
 from functools import lru_cache
@@ -133,6 +133,7 @@ class QueryDistributionDetector(Detector):
     def __init__(self, **params: object) -> None:
         super().__init__(**params)
         self._keep = 0.5 ** (1.0 / self.params.half_life)  # per-query decay of the counts
+        self._recent = _Packed()
 
     def new_state(self) -> State:
         # nn: decayed count, sum and sum of squares of nearest-neighbour distances.
@@ -210,22 +211,26 @@ class QueryDistributionDetector(Detector):
         """Distance of each fresh embedding to its nearest predecessor among the recent ones (one numpy call a batch)."""
         fresh = np.asarray([v for v in state["fresh"] if len(v) == len(state["fresh"][-1])], dtype=np.float32)
         state["fresh"] = []
-        recent = _unpack(state["recent"], fresh.shape[1])  # empty when the embedding size changed
+        recent = self._recent.unpack(state["recent"], fresh.shape[1])  # empty when the embedding size changed
         x = np.concatenate([recent, fresh])
         first = len(recent)
-        # Euclidean norms along the last axis: what np.linalg.norm(..., axis=2) computes for real
-        # input, without its generic dispatch and copies.
-        gaps = x[first:, None, :] - x[None, :, :]
-        distances = np.sqrt(np.add.reduce(gaps * gaps, axis=2))
-        # Only earlier queries count as neighbours: mask the query itself and those after it.
-        distances[_later(len(fresh), first, len(x))] = np.inf
+        # |a - b|^2 = |a|^2 + |b|^2 - 2 a.b: one matrix product rather than every difference vector,
+        # in float64 so that near duplicates keep their small distances; the root of the nearest only.
+        wide = x.astype(np.float64)
+        squares = np.einsum("ij,ij->i", wide, wide)
+        distances = wide[first:].dot(wide.T)
+        distances *= -2.0
+        distances += squares
+        distances += squares[first:, None]
+        # Only earlier queries count as neighbours: the query itself and those after it are infinitely far.
+        distances += _later(len(fresh), first, len(x))
         # A query with few predecessors has no near neighbour to find yet: skip the first half-buffer.
-        nearest = distances.min(axis=1)[max(0, self.params.recent // 2 - first):]
+        nearest = np.sqrt(np.maximum(distances.min(axis=1)[max(0, self.params.recent // 2 - first):], 0.0))
         keep = self._keep
         nn = state["nn"]
         for d in nearest.tolist():
             nn[0], nn[1], nn[2] = nn[0] * keep + 1.0, nn[1] * keep + d, nn[2] * keep + d * d
-        state["recent"] = _pack(x[-self.params.recent:])
+        state["recent"] = self._recent.pack(x[-self.params.recent:])
 
     def _finding(self, event: InferenceEvent, state: State, severity: str, magnitude: int,
                  surprise: float = 0.0, spacing: float | None = None, opaque: int = 0,
@@ -327,20 +332,42 @@ def _variation(nn: list[float]) -> float | None:
 
 
 @lru_cache(maxsize=256)
-def _later(rows: int, first: int, columns: int) -> tuple[np.ndarray, np.ndarray]:
-    """``np.triu_indices(rows, k=first, m=columns)``, cached: a batch's shape recurs, and building it costs more than the mask."""
-    indices = np.triu_indices(rows, k=first, m=columns)
-    for array in indices:
-        array.flags.writeable = False  # shared between calls
-    return indices
+def _later(rows: int, first: int, columns: int) -> np.ndarray:
+    """0 where column ``first + r`` comes before row ``r``'s query, infinity elsewhere; cached, as a batch's shape
+    recurs."""
+    mask = np.zeros((rows, columns))
+    mask[np.triu_indices(rows, k=first, m=columns)] = np.inf
+    mask.flags.writeable = False  # shared between calls
+    return mask
 
 
-def _pack(vectors: np.ndarray) -> str:
-    return f"{vectors.shape[1]}:" + base64.b64encode(vectors.astype(np.float32).tobytes()).decode()
+class _Packed:
+    """Recent embeddings as a state holds them, one base64 string of float32, with the arrays lately packed kept.
 
+    Decoding the string cost more than the distances it feeds, and the next batch of a principal
+    mostly unpacks what the last one packed: that comes from here, at most ``kept`` arrays (4 KB
+    each at the defaults), and anything else, such as a state restored after a restart, is decoded.
+    """
 
-def _unpack(packed: str, width: int) -> np.ndarray:
-    dims, _, data = packed.partition(":")
-    if not data or int(dims) != width:
-        return np.empty((0, width), dtype=np.float32)
-    return np.frombuffer(base64.b64decode(data), dtype=np.float32).reshape(-1, width)
+    def __init__(self, kept: int = 2048) -> None:
+        self.kept = kept
+        self._arrays: dict[str, np.ndarray] = {}
+
+    def pack(self, vectors: np.ndarray) -> str:
+        vectors = vectors.astype(np.float32, copy=False)
+        packed = f"{vectors.shape[1]}:" + binascii.b2a_base64(vectors.tobytes(), newline=False).decode("ascii")
+        vectors.flags.writeable = False  # shared with the state's next batch
+        self._arrays[packed] = vectors
+        if len(self._arrays) > self.kept:
+            del self._arrays[next(iter(self._arrays))]
+        return packed
+
+    def unpack(self, packed: str, width: int) -> np.ndarray:
+        """The embeddings ``pack`` made ``packed`` of, or none when they were of another width."""
+        vectors = self._arrays.pop(packed, None)
+        if vectors is None:
+            dims, _, data = packed.partition(":")
+            if not data or int(dims) != width:
+                return np.empty((0, width), dtype=np.float32)
+            return np.frombuffer(binascii.a2b_base64(data), dtype=np.float32).reshape(-1, width)
+        return vectors if vectors.shape[1] == width else np.empty((0, width), dtype=np.float32)
