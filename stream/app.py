@@ -35,13 +35,13 @@ import logging
 import ssl
 from collections import defaultdict
 from collections.abc import AsyncIterator, Callable, Iterable
-from typing import Any
+from typing import Any, get_args
 
 import faust
 import orjson
 
 from connectors.kafka import DEADLETTER_MAX_BYTES, Outbox, deadletter_headers
-from detectors.base import AnyEvent, Detector, PartitionKey, has_standard_key, model_key, partition_value
+from detectors.base import AnyEvent, Detector, EventKind, PartitionKey, has_standard_key, model_key, value_of
 from modelsiem.settings import KafkaSettings, Settings
 from stream.checkpoint import CheckpointSensor, CheckpointStore
 from stream.consumer import Transport
@@ -163,7 +163,7 @@ def create_app(settings: Settings, detectors: list[Detector], partitions: int) -
         for key, group in by_key.items()
     }
     route_lanes = {key: lane(group, {topic.get_topic_name()}) for key, (topic, group) in routes.items()}
-    takes = {key: _taker(group) for key, (_, group) in routes.items()}
+    by_kind = _routes_by_kind({key: group for key, (_, group) in routes.items()})
     lanes = [inline, *route_lanes.values()]
     app.sensors.add(CheckpointSensor([each.store for each in lanes], deliver=outbox.flush))
 
@@ -200,9 +200,9 @@ def create_app(settings: Settings, detectors: list[Detector], partitions: int) -
             # Through the outbox, like alerts: on the broker before the state that raised it is saved. A signal
             # carries no source position: its detector drops one it has seen (by its number) instead.
             payload = routed_messages([routed_item(None, "signal", signal.to_json())], ROUTED_MAX_BYTES)[0]
-            for key, taker in takes.items():
-                value = partition_value(key, signal)
-                if value is not None and taker(signal):
+            for key, value_of_key, ask in by_kind["signal"]:
+                value = value_of_key(signal)
+                if value is not None and (ask is None or ask(signal)):
                     outbox.send(routes[key][0].get_topic_name(), None, payload,
                                 partition=route_partition(model_key(signal, value), partitions))
 
@@ -241,12 +241,13 @@ def create_app(settings: Settings, detectors: list[Detector], partitions: int) -
                     deadletter(raw, event.reason, "decode")
                     continue
                 position = Position(raw.topic, raw.partition, raw.offset)
-                for key, takes_event in takes.items():
-                    key_value = partition_value(key, event)
-                    if key_value is not None and takes_event(event):
+                item = None  # the same for every route that takes the event
+                for key, value_of_key, ask in by_kind[event.kind]:
+                    key_value = value_of_key(event)
+                    if key_value is not None and (ask is None or ask(event)):
                         # The source position travels along: a re-delivered event forwarded twice is applied once.
-                        forward[(key, route_partition(model_key(event, key_value), partitions))].append(
-                            routed_item(position, event.kind, value))
+                        item = item or routed_item(position, event.kind, value)
+                        forward[(key, route_partition(model_key(event, key_value), partitions))].append(item)
                 inline_items.append((raw.partition, raw, event, position, None))
             handle(inline, inline_items)
             for (key, partition), items in forward.items():
@@ -267,6 +268,20 @@ class _Lane:
     def forget(self, partitions: set[int]) -> None:
         self.store.forget(partitions)
         self.engine.forget(partitions)
+
+
+def _routes_by_kind(routes: dict[PartitionKey, list[Detector]]) -> dict[str, list[tuple[PartitionKey, Any, Any]]]:
+    """By event kind, the routes that may take such an event: the route's key, the function giving an event's
+    value of it, and the question to ask when only detectors with their own key might take it (None when the
+    kind alone decides). Resolved once, not once an event."""
+    by_kind: dict[str, list[tuple[PartitionKey, Any, Any]]] = {}
+    for kind in get_args(EventKind):
+        by_kind[kind] = []
+        for key, group in routes.items():
+            taken = any(kind in d.meta.event_kinds for d in group if has_standard_key(d))
+            if taken or not all(has_standard_key(d) for d in group):
+                by_kind[kind].append((key, value_of(key, kind), None if taken else _taker(group)))
+    return by_kind
 
 
 def _taker(group: list[Detector]) -> Callable[[AnyEvent], bool]:

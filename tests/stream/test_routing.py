@@ -12,7 +12,7 @@ from detectors.feedback_drift import FeedbackDriftDetector
 from detectors.testing import feedback, inference
 import pytest
 
-from stream.app import _taker
+from stream.app import _routes_by_kind, _taker
 from stream.decode import Rejected, decode
 from stream.engine import Position
 from stream.routing import letter, route_partition, routed_item, routed_messages, unpack
@@ -118,3 +118,19 @@ def test_routed_events_go_to_the_partition_kafkas_default_partitioner_gives_thei
     for key in keys:
         assert route_partition(key, 12) == DefaultPartitioner()(key.encode(), list(range(12)), [])
     assert len({route_partition(f"m\x1f10.{i}.0.0/24", 4) for i in range(100)}) == 4
+
+
+def test_routes_are_resolved_by_event_kind_once():
+    class OnlyVip(FeedbackDriftDetector):
+        def key(self, event):
+            return event.model.name if event.principal.id == "vip" else None
+
+    by_kind = _routes_by_kind({"model": [FeedbackDriftDetector(), ExtractionCampaignDetector()],
+                               "tenant": [OnlyVip()]})
+    # Inference events: no detector of the model route takes them, and the tenant route's only detector is asked.
+    [(key, value_of_key, ask)] = by_kind["inference"]
+    assert key == "tenant" and ask(inference("i", 0, principal="vip")) and not ask(inference("i", 0))
+    assert value_of_key(inference("i", 0, principal_fields={"tenant": "acme"})) == "acme"
+    # Feedback and signals go to the model route by their kind alone; feedback is also put to the tenant route.
+    assert [(key, ask is None) for key, _, ask in by_kind["feedback"]] == [("model", True), ("tenant", False)]
+    assert [(key, ask is None) for key, _, ask in by_kind["signal"]] == [("model", True), ("tenant", False)]
