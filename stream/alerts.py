@@ -79,16 +79,26 @@ def _evidence(evidence: dict[str, Any]) -> dict[str, Any]:
     for key, value in evidence.items():
         if not _KEY.match(key):
             raise ValueError(f"evidence key {key!r} is not a plain snake_case name")
-        out[key] = [_value(v) for v in value[:_MAX_LIST]] if isinstance(value, list | tuple) else _value(value)
+        values = value[:_MAX_LIST] if isinstance(value, list | tuple) else None
+        out[key] = _value(key, value) if values is None else [_value(key, v) for v in values]
     return out
 
 
-def _value(value: Any) -> Any:
-    """An evidence value as the alert carries it: text cleaned, numpy's numbers as plain ones."""
+def _value(key: str, value: Any) -> Any:
+    """An evidence value as the alert carries it: text cleaned, numpy's numbers as plain ones.
+
+    Anything else JSON cannot carry is refused here, where the engine reports the error on the event
+    that raised the finding (and the batch goes on), rather than when the worker publishes the alert,
+    which would stop the partition.
+    """
     if isinstance(value, str):
         return clean(value)
     if isinstance(value, numbers.Number) and not isinstance(value, bool | int | float):
-        return plain_number(value)
+        value = plain_number(value)
+    if isinstance(value, int) and not isinstance(value, bool) and not -(2**63) <= value < 2**64:
+        raise ValueError(f"evidence {key}: an integer beyond 64 bits")
+    if value is not None and not isinstance(value, bool | int | float):
+        raise ValueError(f"evidence {key}: {type(value).__name__} is not a JSON text, number or boolean")
     return value
 
 

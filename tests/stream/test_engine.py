@@ -241,3 +241,20 @@ def test_a_batch_with_more_new_keys_than_max_keys_stays_within_the_bound() -> No
         engine.process_batch(batch, store).save(store)
     keys = [k for k, _ in store.items("query_rate")]
     assert len(keys) == 100 and "spam-filter\x1fnever-seen-4999" in keys
+
+
+def test_evidence_json_cannot_carry_fails_on_its_event_not_at_publishing() -> None:
+    from dataclasses import replace
+
+    class OddEvidence(QueryRateDetector):
+        def update(self, state, event):
+            odd = {"f301": {"a", "b"}, "f302": 2**70, "f303": [object()]}.get(event.event_id)
+            return [replace(f, evidence={**f.evidence, "extra": odd}) for f in super().update(state, event)]
+
+    store, failed = MemoryStore(), []
+    step = Engine([OddEvidence()], growth=1.0001).process_batch(
+        [(e, None) for e in flood(400)], store, failed=lambda i, exc: failed.append((i, str(exc))))
+    assert failed == [(301, "evidence extra: set is not a JSON text, number or boolean"),
+                      (302, "evidence extra: an integer beyond 64 bits"),
+                      (303, "evidence extra: object is not a JSON text, number or boolean")]
+    assert step.alerts and all(orjson.dumps(alert) for alert in step.alerts)
