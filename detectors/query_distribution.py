@@ -346,7 +346,8 @@ class _Packed:
 
     Decoding the string cost more than the distances it feeds, and the next batch of a principal
     mostly unpacks what the last one packed: that comes from here, at most ``kept`` arrays (4 KB
-    each at the defaults), and anything else, such as a state restored after a restart, is decoded.
+    each at the defaults, and the strings they are kept by), and anything else, such as a state restored
+    after a restart, is decoded.
     """
 
     def __init__(self, kept: int = 2048) -> None:
