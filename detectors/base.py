@@ -216,8 +216,8 @@ def partition_value(kind: PartitionKey, event: AnyEvent) -> str | None:
 
 
 def value_of(kind: PartitionKey, event_kind: EventKind) -> Callable[[Any], str | None]:
-    """What :func:`partition_value` computes for events of one kind, as a function: the engine looks it up
-    once a batch rather than once an event."""
+    """What :func:`partition_value` computes for events of one kind, as a function: the engine and the
+    worker's routing look it up once, not once an event."""
     return _VALUES.get((kind, event_kind), _none)
 
 
@@ -234,19 +234,19 @@ def _cohort_of(event: InferenceEvent | FeedbackEvent) -> str | None:
     return None if created is None else cohort(event.principal.user_agent or "", created.date())
 
 
-_VALUES: dict[tuple[str, str], Callable[[Any], str | None]] = {
-    ("model", "signal"): lambda event: event.model.name,
+# The values of the keys both contract events have, then those of one kind only.
+_OF_EVENT: dict[str, Callable[[Any], str | None]] = {
+    "model": lambda event: event.model.name,
+    "principal": lambda event: event.principal.id,
+    "tenant": lambda event: event.principal.tenant,
+    "ip_prefix": _ip_prefix_of,
+    "cohort": _cohort_of,
+}
+_VALUES = {(key, kind): value for kind in ("inference", "feedback") for key, value in _OF_EVENT.items()} | {
+    ("model", "signal"): _OF_EVENT["model"],
     ("origin", "feedback"): lambda event: event.item.origin,
     ("fingerprint", "feedback"): lambda event: event.item.fingerprint or event.item.origin,
 }
-for _kind in ("inference", "feedback"):
-    _VALUES |= {
-        ("model", _kind): lambda event: event.model.name,
-        ("principal", _kind): lambda event: event.principal.id,
-        ("tenant", _kind): lambda event: event.principal.tenant,
-        ("ip_prefix", _kind): _ip_prefix_of,
-        ("cohort", _kind): _cohort_of,
-    }
 
 
 # Cached: the stdlib parser costs ~10 µs and a stream repeats its callers' addresses.

@@ -113,8 +113,8 @@ class Step:
 class Position(NamedTuple):
     """Where an event came from: the guard against applying it twice.
 
-    A named tuple: the worker makes one for every event it reads and routes, and a frozen dataclass
-    took four times as long to make.
+    A named tuple: the worker makes one for every event it reads and routes, and a frozen dataclass took
+    twice as long to make (1.0 µs against 0.5 here).
     """
 
     topic: str
