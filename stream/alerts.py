@@ -20,6 +20,8 @@ import uuid
 from datetime import datetime, timezone
 from typing import Any
 
+import numpy as np
+
 from detectors.base import SEVERITY_NUMBER, AnyEvent, DetectorMeta, Finding, PartitionKey
 from stream.events import CONTRACT_VERSION, plain_number
 
@@ -85,7 +87,7 @@ def _evidence(evidence: dict[str, Any]) -> dict[str, Any]:
 
 
 def _value(key: str, value: Any) -> Any:
-    """An evidence value as the alert carries it: text cleaned, numpy's numbers as plain ones.
+    """An evidence value as the alert carries it: text cleaned, numpy's numbers and booleans as plain ones.
 
     Anything else JSON cannot carry is refused here, where the engine reports the error on the event
     that raised the finding (and the batch goes on), rather than when the worker publishes the alert,
@@ -93,7 +95,7 @@ def _value(key: str, value: Any) -> Any:
     """
     if isinstance(value, str):
         return clean(value)
-    if isinstance(value, numbers.Number) and not isinstance(value, bool | int | float):
+    if isinstance(value, numbers.Number | np.bool_) and not isinstance(value, bool | int | float):
         value = plain_number(value)
     if isinstance(value, int) and not isinstance(value, bool) and not -(2**63) <= value < 2**64:
         raise ValueError(f"evidence {key}: an integer beyond 64 bits")

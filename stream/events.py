@@ -32,6 +32,7 @@ from functools import lru_cache, wraps
 from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Self, TypeVar
 
 import msgspec
+import numpy as np
 from msgspec import Meta, Struct
 from msgspec.structs import force_setattr
 
@@ -77,8 +78,11 @@ def _canonical_ip(text: str) -> str:
         raise ValueError("`ip`: not an IPv4 or IPv6 address") from None
 
 
-def plain_number(value: Any) -> int | float:
-    """A number of another type (numpy's, which a detector's evidence may hold) as a JSON number; msgspec's hook."""
+def plain_number(value: Any) -> bool | int | float:
+    """A number or boolean of another type (numpy's, which a detector's evidence may hold) as a JSON one;
+    msgspec's hook."""
+    if isinstance(value, np.bool_):  # not a numbers.Number
+        return bool(value)
     if isinstance(value, numbers.Integral):
         return int(value)
     if isinstance(value, numbers.Real):

@@ -207,7 +207,8 @@ def test_a_building_block_signals_numpy_numbers_and_fails_on_its_event_for_what_
 
     class Evidence(PrefixGroupDetector):
         def update(self, state, event, peers):
-            value = {"odd": 1j} if event.event_id == "e1" else {"share": np.float64(0.5), "n": np.int64(3)}
+            value = {"odd": 1j} if event.event_id == "e1" else {"share": np.float64(0.5), "n": np.int64(3),
+                                                                 "even": np.bool_(False)}
             return (Finding(subject="s", severity="medium", risk_score=47, summary="x", magnitude=1,
                             evidence=value, users=(event.principal.id,)),)
 
@@ -216,7 +217,7 @@ def test_a_building_block_signals_numpy_numbers_and_fails_on_its_event_for_what_
     step = Engine([Evidence()]).process_batch([(e, None) for e in events], MemoryStore(),
                                               failed=lambda i, exc: failed.append((i, type(exc).__name__)))
     assert failed == [(1, "TypeError")]
-    assert [orjson.loads(s.to_json())["evidence"] for s in step.signals] == [{"share": 0.5, "n": 3}] * 2
+    assert [orjson.loads(s.to_json())["evidence"] for s in step.signals] == [{"share": 0.5, "n": 3, "even": False}] * 2
 
 
 def test_numpy_numbers_in_evidence_are_plain_numbers_in_the_alert() -> None:
@@ -226,12 +227,13 @@ def test_numpy_numbers_in_evidence_are_plain_numbers_in_the_alert() -> None:
 
     class NumpyEvidence(QueryRateDetector):
         def update(self, state, event):
-            return [replace(f, evidence={**f.evidence, "share": np.float32(0.25), "counts": [np.int64(3), 4]})
+            return [replace(f, evidence={**f.evidence, "share": np.float32(0.25), "counts": [np.int64(3), 4],
+                                         "even": np.bool_(True)})
                     for f in super().update(state, event)]
 
     alerts, _ = run(Engine([NumpyEvidence()]), flood(400))
     evidence = orjson.loads(orjson.dumps(alerts[0]))["modelsiem"]["evidence"]
-    assert evidence["share"] == 0.25 and evidence["counts"] == [3, 4]
+    assert evidence["share"] == 0.25 and evidence["counts"] == [3, 4] and evidence["even"] is True
 
 
 def test_a_batch_with_more_new_keys_than_max_keys_stays_within_the_bound() -> None:
