@@ -54,6 +54,8 @@ __all__ = ["QueryRateDetector"]
 _SAMPLES = 5
 # Query times the medium window keeps, at most: it bounds the state, and the bars it can judge.
 _RECENT = 128
+# Baselines whose threshold and bars are kept (three floats each), at most.
+_BARS_KEPT = 4096
 
 
 class QueryRateDetector(Detector):
@@ -105,6 +107,10 @@ class QueryRateDetector(Detector):
         established_days: float = Field(default=1.0, ge=0.0, description="Account age at first sight that "
                                         "makes a principal established.")
 
+    def __init__(self, **params: object) -> None:
+        super().__init__(**params)
+        self._kept_bars: dict[tuple[float, float], tuple[float, float, float]] = {}
+
     def new_state(self) -> State:
         # recent: times of the latest queries within the medium window (at most _RECENT of them).
         return {"bucket": None, "count": 0, "mean": 0.0, "var": 0.0, "learned": 0, "established": False,
@@ -140,8 +146,8 @@ class QueryRateDetector(Detector):
         # bars at least min_burst): the usual case, decided without the statistics.
         if state["count"] < p.min_rate and state["in_window"] < p.min_burst and len(recent) < p.min_burst:
             return ()
-        threshold = self._threshold(state)
-        if not self._surging(state, threshold):
+        bars = self._bars(state)
+        if not self._surging(state, bars):
             return ()
         # The burst counts every query of the buckets that crossed the threshold.
         state["burst"] += 1 if state["hot"] else state["count"]
@@ -159,7 +165,7 @@ class QueryRateDetector(Detector):
                     "bucket_seconds": p.bucket_seconds,
                     "baseline_mean": round(state["mean"], 3),
                     "baseline_std": round(math.sqrt(state["var"]), 3),
-                    "threshold": round(threshold, 3),
+                    "threshold": round(bars[0], 3),
                     "queries_in_window": state["in_window"],
                     "window_seconds": p.window_seconds,
                     "queries_in_medium_window": len(state["recent"]),
@@ -195,25 +201,36 @@ class QueryRateDetector(Detector):
         p = self.params
         # Per bucket, the count of the window that crossed the threshold, scaled up.
         count, seconds = state["count"], p.bucket_seconds
-        if count < self._threshold(state):
-            count, seconds = ((state["in_window"], p.window_seconds) if self._short_crossed(state)
+        threshold, short_bar, _ = self._bars(state)
+        if count < threshold:
+            count, seconds = ((state["in_window"], p.window_seconds) if state["in_window"] >= short_bar
                               else (len(state["recent"]), p.medium_window_seconds))
         rate = count * p.bucket_seconds / seconds
         return (f"sent {count} queries in {seconds} s, {rate / max(state['mean'], 1.0):.0f}x its baseline of "
                 f"{state['mean']:.1f} per {p.bucket_seconds} s")
 
-    def _surging(self, state: State, threshold: float) -> bool:
+    def _surging(self, state: State, bars: tuple[float, float, float]) -> bool:
         p = self.params
+        threshold, short_bar, medium_bar = bars
         if state["learned"] < p.warmup_buckets:
             # No baseline yet: only a whole bucket over the floor counts, and not at all for an
             # established account, whose history is merely unknown to us.
             return not state["established"] and state["count"] >= threshold
-        return (state["count"] >= threshold or self._short_crossed(state, threshold)
-                or len(state["recent"]) >= self._bar(threshold, p.medium_window_seconds))
+        return state["count"] >= threshold or state["in_window"] >= short_bar or len(state["recent"]) >= medium_bar
 
-    def _short_crossed(self, state: State, threshold: float | None = None) -> bool:
-        threshold = self._threshold(state) if threshold is None else threshold
-        return state["in_window"] >= self._bar(threshold, self.params.window_seconds)
+    def _bars(self, state: State) -> tuple[float, float, float]:
+        """The per-bucket threshold of the state's baseline, and the bars of the short and the medium window:
+        kept per baseline, which changes only when a bucket closes, while they are asked on every event of a
+        principal above the floors."""
+        baseline = (state["mean"], state["var"])
+        bars = self._kept_bars.get(baseline)
+        if bars is None:
+            if len(self._kept_bars) >= _BARS_KEPT:
+                self._kept_bars.clear()
+            threshold = self._threshold(state)
+            bars = self._kept_bars[baseline] = (threshold, self._bar(threshold, self.params.window_seconds),
+                                                self._bar(threshold, self.params.medium_window_seconds))
+        return bars
 
     def _bar(self, threshold: float, seconds: int) -> float:
         """Queries in ``seconds`` that cross the per-bucket threshold scaled down, by 5 Poisson standard deviations:
