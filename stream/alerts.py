@@ -13,14 +13,11 @@ ever used as a field name: evidence keys are checked against a strict pattern.
 
 from __future__ import annotations
 
-import numbers
 import re
 import unicodedata
 import uuid
 from datetime import datetime, timezone
 from typing import Any
-
-import numpy as np
 
 from detectors.base import SEVERITY_NUMBER, AnyEvent, DetectorMeta, Finding, PartitionKey
 from stream.events import CONTRACT_VERSION, plain_number
@@ -95,12 +92,13 @@ def _value(key: str, value: Any) -> Any:
     """
     if isinstance(value, str):
         return clean(value)
-    if isinstance(value, numbers.Number | np.bool_) and not isinstance(value, bool | int | float):
-        value = plain_number(value)
+    if value is not None and not isinstance(value, bool | int | float):
+        try:
+            value = plain_number(value)  # the same conversion signals get
+        except TypeError:
+            raise ValueError(f"evidence {key}: {type(value).__name__} is not a JSON text, number or boolean") from None
     if isinstance(value, int) and not isinstance(value, bool) and not -(2**63) <= value < 2**64:
         raise ValueError(f"evidence {key}: an integer beyond 64 bits")
-    if value is not None and not isinstance(value, bool | int | float):
-        raise ValueError(f"evidence {key}: {type(value).__name__} is not a JSON text, number or boolean")
     return value
 
 

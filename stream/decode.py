@@ -22,13 +22,13 @@ from typing import Literal
 
 import msgspec
 
-from stream.events import EVENT_TYPES, MAX_MESSAGE_BYTES, FeedbackEvent, InferenceEvent, decoder
+from stream.events import EVENT_TYPES, MAX_MESSAGE_BYTES, FeedbackEvent, InferenceEvent
 from stream.signals import Signal
 
 Kind = Literal["inference", "feedback", "signal"]
 # Signals are decoded only where the kind is known (the worker's route topics): a message
 # that names its own kind must be a contract event.
-_DECODERS = {kind: decoder(t) for kind, t in
+_DECODERS = {kind: msgspec.json.Decoder(t) for kind, t in
              {**EVENT_TYPES, "signal": Signal, None: InferenceEvent | FeedbackEvent}.items()}
 _MAX_REASON = 1000
 # msgspec's messages: "<what is wrong> - at `$.<path>`", or "Object missing required field `<name>`".

@@ -242,8 +242,3 @@ EVENT_TYPES: dict[str, type[InferenceEvent] | type[FeedbackEvent]] = {
 
 
 _ENCODER = msgspec.json.Encoder(enc_hook=plain_number)
-
-
-def decoder(kind: type) -> msgspec.json.Decoder:
-    """A JSON decoder of one contract type (or a union of them, told apart by ``kind``)."""
-    return msgspec.json.Decoder(kind)
