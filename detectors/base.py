@@ -25,6 +25,10 @@ Two options serve detectors that group accounts (see ``detectors.extraction_grou
   signals (``stream.signals``) for the detectors that take the ``"signal"``
   kind, which correlate them into alerts.
 
+A building block with the standard key may also set ``digest_type`` and define
+``digest(event, value)``: ``update`` then learns from that digest of the event
+(``stream.digests``), which is what the worker routes to the detector's key.
+
 Windows use the event's own timestamp, never the wall clock, so that a replay
 of a file raises the same alerts as the live stream.
 """
@@ -42,6 +46,7 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, HttpUrl, model_validator
 
+from stream.digests import Digest
 from stream.events import FeedbackEvent, InferenceEvent, cache_short_strings
 from stream.signals import Signal
 
@@ -59,7 +64,7 @@ SEVERITY_RANK: dict[str, int] = {"low": 0, "medium": 1, "high": 2, "critical": 3
 # What a detector's state can be keyed by; see partition_value.
 PartitionKey = Literal["principal", "fingerprint", "origin", "model", "ip_prefix", "cohort", "tenant"]
 EventKind = Literal["inference", "feedback", "signal"]
-AnyEvent = InferenceEvent | FeedbackEvent | Signal
+AnyEvent = InferenceEvent | FeedbackEvent | Signal | Digest
 State = dict[str, Any]
 
 
@@ -156,9 +161,23 @@ class Detector(ABC):
     episode_gap: ClassVar[float] = 3600.0
     # Set to get update(state, event, peers): see the module docstring.
     compares_peers: ClassVar[bool] = False
+    # Set, with digest(), to get update(state, digest): see the module docstring and stream.digests.
+    digest_type: ClassVar[type[Digest] | None] = None
 
     class Params(BaseModel):
         model_config = ConfigDict(extra="forbid", frozen=True)
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        digest, meta = cls.digest_type, getattr(cls, "meta", None)
+        if digest is None or meta is None:
+            return
+        # A digest stands in for the event on the route topics: its signals need only its time and model,
+        # its state key only its value, and the route agents tell digests apart by their tag.
+        if not meta.building_block or cls.key is not Detector.key:
+            raise TypeError(f"{cls.__name__}: only a building block with the standard key can learn from digests")
+        if digest.__struct_config__.tag != meta.id:
+            raise TypeError(f"{cls.__name__}: its digest_type must be tagged with its id {meta.id!r}")
 
     def __init__(self, **params: Any) -> None:
         self.params = self.Params(**params)
@@ -185,6 +204,11 @@ class Detector(ABC):
     def new_peers(self) -> State:
         """A fresh, JSON-able state shared by a model's keys on one partition (``compares_peers`` only)."""
         return {}
+
+    def digest(self, event: AnyEvent, value: str) -> Digest | None:
+        """What ``update`` reads of an event whose partition value is ``value``, as a ``digest_type``; None
+        when the event teaches the detector nothing (``digest_type`` only)."""
+        raise NotImplementedError
 
     @classmethod
     @abstractmethod

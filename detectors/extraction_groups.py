@@ -19,6 +19,10 @@ not hide in its own reference): a binomial surprise of ``min_surprise``
 group. NAT addresses and sign-up waves share infrastructure or a cohort too, but
 their queries are natural, so they are not flagged.
 
+A group learns from a digest of each answered query (:class:`GroupDigest`: the
+account, the answer's margin, the event id and address), which is what the
+worker routes to the group's partition (``stream.digests``).
+
 These detectors are building blocks: they raise no alerts. A flagged group
 signals its accounts to ``extraction_campaign``, which merges the groups that
 share accounts into one campaign alert, and signals again as new accounts join
@@ -28,14 +32,17 @@ Memory: a group remembers ``max_members`` accounts until it is flagged and
 ``max_named`` after; the engine bounds the number of groups (``max_keys`` per
 partition) and expires idle ones.
 
+>>> from detectors.base import partition_value
 >>> from detectors.testing import inference
 >>> det = PrefixGroupDetector(min_events=60, min_accounts=5)
 >>> peers, sybils = det.new_peers(), det.new_state()
+>>> def seen(event):
+...     return det.digest(event, partition_value("ip_prefix", event))
 >>> for i in range(400):  # the peers: natural users, each on a network of its own, sure answers
-...     _ = list(det.update(det.new_state(), inference(f"n{i}", i, principal=f"u{i}", output={"confidence": 0.97},
-...                                                    principal_fields={"ip": f"10.{i % 250}.{i // 250}.1"}), peers))
->>> findings = [f for i in range(100) for f in det.update(sybils, inference(f"s{i}", 400 + i,
-...     principal=f"bot-{i % 10}", output={"confidence": 0.6}, principal_fields={"ip": f"203.0.113.{i % 10}"}), peers)]
+...     _ = list(det.update(det.new_state(), seen(inference(f"n{i}", i, principal=f"u{i}",
+...         output={"confidence": 0.97}, principal_fields={"ip": f"10.{i % 250}.{i // 250}.1"})), peers))
+>>> findings = [f for i in range(100) for f in det.update(sybils, seen(inference(f"s{i}", 400 + i,
+...     principal=f"bot-{i % 10}", output={"confidence": 0.6}, principal_fields={"ip": f"203.0.113.{i % 10}"})), peers)]
 >>> findings[0].subject, len(findings[0].users), findings[0].evidence["flagged_unsure_share"]
 ('203.0.113.0/24', 10, 1.0)
 """
@@ -43,18 +50,23 @@ partition) and expires idle ones.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from datetime import date
+from functools import lru_cache
 from itertools import islice
+from typing import Annotated
 
+from msgspec import Meta
 from pydantic import Field
 
 from detectors.atlas import EXFILTRATION, EXFILTRATION_VIA_API, EXTRACT_MODEL
-from detectors.base import AnyEvent, Detector, DetectorMeta, Example, Finding, State, ip_prefix, partition_value
+from detectors.base import AnyEvent, Detector, DetectorMeta, Example, Finding, State
 from detectors.sketches import add_sample, answer_margin, binomial_surprise, content_of
 from detectors.testing import inference
 from stream.alerts import clean
-from stream.events import InferenceEvent
+from stream.digests import Digest
+from stream.events import Ident, InferenceEvent
 
-__all__ = ["CohortGroupDetector", "PrefixGroupDetector"]
+__all__ = ["CohortGroupDetector", "GroupDigest", "PrefixGroupDetector"]
 
 _SAMPLES = 10
 # Accounts named per signal at most (the rest in the next ones), to keep a routed message small.
@@ -66,6 +78,24 @@ _REFERENCES = (
 )
 _TRIAGE = ("A building block: its signals reach analysts only through extraction_campaign alerts, "
            "whose triage note applies.")
+
+
+class GroupDigest(Digest):
+    """What a group learns from one answered query."""
+
+    principal: Ident
+    event_id: Ident
+    margin: float
+    ip: Ident | None
+    label: Annotated[str, Meta(max_length=200)]
+
+
+class PrefixDigest(GroupDigest, tag="extraction_prefix"):
+    pass
+
+
+class CohortDigest(GroupDigest, tag="extraction_cohort"):
+    pass
 
 
 class _GroupDetector(Detector):
@@ -97,10 +127,6 @@ class _GroupDetector(Detector):
     # the i-th event of the group's 20 accounts shares.
     examples_named: tuple[str, str]
 
-    def label(self, event: InferenceEvent) -> str:
-        """What an analyst reads for the group."""
-        raise NotImplementedError
-
     @staticmethod
     def shared(i: int) -> dict[str, str]:
         """Principal fields of the i-th event of the examples' group."""
@@ -116,33 +142,41 @@ class _GroupDetector(Detector):
         return [Example(attacking, True, lambda: _merge(_population(600), group(200, 0.6))),
                 Example(normal, False, lambda: _merge(_population(600), group(600, 0.94)))]
 
-    def update(self, state: State, event: AnyEvent, peers: State | None = None) -> Iterable[Finding]:  # type: ignore[override]
-        assert isinstance(event, InferenceEvent) and peers is not None
-        if not content_of(event):
-            return ()
-        margin = answer_margin(event)
+    def label(self, event: InferenceEvent, value: str) -> str:
+        """What an analyst reads for the group of an event whose partition value is ``value``."""
+        raise NotImplementedError
+
+    def digest(self, event: AnyEvent, value: str) -> GroupDigest | None:
+        assert isinstance(event, InferenceEvent) and self.digest_type is not None
+        margin = answer_margin(event) if content_of(event) else None
         if margin is None:
-            return ()
-        unsure = int(margin < self.params.unsure_margin)
+            return None
+        return self.digest_type(value=value, timestamp=event.timestamp, model=event.model,
+                                principal=event.principal.id, event_id=event.event_id, margin=margin,
+                                ip=event.principal.ip, label=self.label(event, value))
+
+    def update(self, state: State, seen: AnyEvent, peers: State | None = None) -> Iterable[Finding]:  # type: ignore[override]
+        assert isinstance(seen, GroupDigest) and peers is not None
+        unsure = int(seen.margin < self.params.unsure_margin)
         peers["n"] += 1
         peers["unsure"] += unsure
         state["n"] += 1
         state["unsure"] += unsure
-        members, principal = state["members"], event.principal.id
+        members, principal = state["members"], seen.principal
         limit = self.params.max_named if state["flagged"] else self.params.max_members
         if principal not in members and len(members) < limit:
             members[principal] = 1  # a dict: it keeps the order, so the first unsignalled one is known
         if state["flagged"] is None:
             if state["n"] < state["next"] or not self._test(state, peers):
                 return ()
-            state["label"] = self.label(event)
-        add_sample(state["ids"], event.event_id, _SAMPLES)
-        if event.principal.ip:
-            add_sample(state["ips"], event.principal.ip, _SAMPLES)
+            state["label"] = seen.label
+        add_sample(state["ids"], seen.event_id, _SAMPLES)
+        if seen.ip:
+            add_sample(state["ips"], seen.ip, _SAMPLES)
         new = len(members) - state["sent"]
         if state["sent"] and new < max(1, state["sent"] // 16) and state["n"] < 2 * state["told"]:
             return ()
-        return (self._signal(state, event),)
+        return (self._signal(state, seen),)
 
     def _test(self, state: State, peers: State) -> bool:
         p = self.params
@@ -159,7 +193,7 @@ class _GroupDetector(Detector):
         state["flagged"] = [round(share, 4), round(baseline, 4), round(min(surprise, 1e6), 2)]
         return True
 
-    def _signal(self, state: State, event: InferenceEvent) -> Finding:
+    def _signal(self, state: State, seen: GroupDigest) -> Finding:
         """The group's accounts not signalled yet, and its evidence so far."""
         p = self.params
         new = tuple(islice(state["members"], state["sent"], state["sent"] + _MAX_PER_SIGNAL))
@@ -167,7 +201,7 @@ class _GroupDetector(Detector):
         state["told"] = state["n"]
         share, baseline, surprise = state["flagged"]
         return Finding(
-            subject=partition_value(self.partition_key, event) or "",
+            subject=seen.value,
             severity=self.meta.severity,
             risk_score=self.meta.risk_score,
             summary=f"{len(state['members'])} accounts got unsure answers {share:.0%} of the time",
@@ -220,12 +254,13 @@ class PrefixGroupDetector(_GroupDetector):
                  "(a new language or market) that the model answers without conviction.")
     partition_key = "ip_prefix"
     group = "prefix"
+    digest_type = PrefixDigest
 
     examples_named = ("accounts on one proxy network asking synthetic queries",
                       "many natural users behind one NAT address")
 
-    def label(self, event: InferenceEvent) -> str:
-        return ip_prefix(event.principal.ip) if event.principal.ip else ""
+    def label(self, event: InferenceEvent, value: str) -> str:
+        return value  # the prefix itself
 
     @staticmethod
     def shared(i: int) -> dict[str, str]:
@@ -238,11 +273,11 @@ class CohortGroupDetector(_GroupDetector):
                  "data that the model answers without conviction.")
     partition_key = "cohort"
     group = "cohort"
+    digest_type = CohortDigest
 
-    def label(self, event: InferenceEvent) -> str:
+    def label(self, event: InferenceEvent, value: str) -> str:
         created = event.principal.created_at
-        day = created.date().isoformat() if created else ""
-        return f"{clean(event.principal.user_agent or '', 64)} ({day})"
+        return _cohort_label(event.principal.user_agent or "", created.date() if created else None)
 
     examples_named = ("fresh cohort of accounts on many addresses asking synthetic queries",
                       "sign-up wave of accounts using the product normally")
@@ -250,3 +285,8 @@ class CohortGroupDetector(_GroupDetector):
     @staticmethod
     def shared(i: int) -> dict[str, str]:
         return {"ip": f"{1 + i % 20}.2.{i % 250}.3", "user_agent": "httpx/0.27", "created_at": "2025-12-30T10:00:00Z"}
+
+
+@lru_cache(maxsize=4096)  # per event on the route path; a cohort's accounts share one
+def _cohort_label(user_agent: str, created: date | None) -> str:
+    return f"{clean(user_agent, 64)} ({created.isoformat() if created else ''})"

@@ -7,9 +7,11 @@ Flow (one consumer group, any number of workers):
   partitioned by principal in place, and forwards each event to one route
   topic per other partition key (``<app>-route-fingerprint``...), to the
   partition of that key, so that every event of one item reaches the same
-  worker. Events are taken in batches, and the events of one batch for one
-  route partition travel as one routed message (``stream.routing``): faust's
-  cost is per message, the detectors' per event.
+  worker. A route whose detectors all learn from digests gets, in place of the
+  event, each detector's digest of it (``stream.digests``). Events are taken in
+  batches, and the events of one batch for one route partition travel as one
+  routed message (``stream.routing``): faust's cost is per message, the
+  detectors' per event.
 - ``route-<key>`` consumes a route topic and runs the detectors of that key.
   Signals of building-block detectors (``stream.signals``) are routed the same
   way, to the detectors that take them, through the outbox below.
@@ -34,7 +36,7 @@ from __future__ import annotations
 import logging
 import ssl
 from collections import defaultdict
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from typing import Any, get_args
 
 import faust
@@ -45,8 +47,8 @@ from detectors.base import AnyEvent, Detector, EventKind, PartitionKey, has_stan
 from modelsiem.settings import KafkaSettings, Settings
 from stream.checkpoint import CheckpointSensor, CheckpointStore
 from stream.consumer import Transport
-from stream.decode import Kind, Rejected, decode
-from stream.engine import PEERS, Engine, Position, Step
+from stream.decode import Kind, Rejected, decode, digest_decoder
+from stream.engine import DIGEST, PEERS, Engine, Position, Step
 from stream.handover import Handover, acknowledge
 from stream.routing import letter, route_partition, routed_item, routed_messages, unpack
 from stream.skipped import Raw, SkippedOffsets
@@ -200,11 +202,24 @@ def create_app(settings: Settings, detectors: list[Detector], partitions: int) -
             # Through the outbox, like alerts: on the broker before the state that raised it is saved. A signal
             # carries no source position: its detector drops one it has seen (by its number) instead.
             payload = routed_messages([routed_item(None, "signal", signal.to_json())], ROUTED_MAX_BYTES)[0]
-            for key, value_of_key, ask in by_kind["signal"]:
+            for key, value_of_key, ask, _ in by_kind["signal"]:
                 value = value_of_key(signal)
                 if value is not None and (ask is None or ask(signal)):
                     outbox.send(routes[key][0].get_topic_name(), None, payload,
                                 partition=route_partition(model_key(signal, value), partitions))
+
+    def digested(digesters: list[Detector], event: AnyEvent, key_value: str, position: Position,
+                 raw: Raw) -> Iterator[bytes]:
+        """The routed items of an event's digests, one per detector that learns from it."""
+        for detector in digesters:
+            try:
+                seen = detector.digest(event, key_value)
+                if seen is not None:
+                    yield routed_item(position, DIGEST, seen.to_json())
+            except Exception as exc:  # a detector's bug: reported like one in the engine, the event goes on
+                log.exception("%s failed to digest %s[%d]@%d; dead-lettered", detector.meta.id, raw.topic,
+                              raw.partition, raw.offset)
+                deadletter(raw, f"detector failure: {type(exc).__name__}: {exc}"[:1000], "engine")
 
     async def batches(queue: Any) -> AsyncIterator[list[Raw]]:
         """An agent's records as its consumer fetched them (``stream.handover``), holes filled; acknowledged
@@ -242,12 +257,17 @@ def create_app(settings: Settings, detectors: list[Detector], partitions: int) -
                     continue
                 position = Position(raw.topic, raw.partition, raw.offset)
                 item = None  # the same for every route that takes the event
-                for key, value_of_key, ask in by_kind[event.kind]:
+                for key, value_of_key, ask, digesters in by_kind[event.kind]:
                     key_value = value_of_key(event)
-                    if key_value is not None and (ask is None or ask(event)):
-                        # The source position travels along: a re-delivered event forwarded twice is applied once.
+                    if key_value is None or (ask is not None and not ask(event)):
+                        continue
+                    # The source position travels along: a re-delivered event forwarded twice is applied once.
+                    bound = forward[(key, route_partition(model_key(event, key_value), partitions))]
+                    if digesters is None:
                         item = item or routed_item(position, event.kind, value)
-                        forward[(key, route_partition(model_key(event, key_value), partitions))].append(item)
+                        bound.append(item)
+                    else:
+                        bound.extend(digested(digesters, event, key_value, position, raw))
                 inline_items.append((raw.partition, raw, event, position, None))
             handle(inline, inline_items)
             for (key, partition), items in forward.items():
@@ -270,17 +290,23 @@ class _Lane:
         self.engine.forget(partitions)
 
 
-def _routes_by_kind(routes: dict[PartitionKey, list[Detector]]) -> dict[str, list[tuple[PartitionKey, Any, Any]]]:
+_Route = tuple[PartitionKey, Callable[[Any], str | None], Callable[[AnyEvent], bool] | None, list[Detector] | None]
+
+
+def _routes_by_kind(routes: dict[PartitionKey, list[Detector]]) -> dict[str, list[_Route]]:
     """By event kind, the routes that may take such an event: the route's key, the function giving an event's
-    value of it, and the question to ask when only detectors with their own key might take it (None when the
-    kind alone decides). Resolved once, not once an event."""
-    by_kind: dict[str, list[tuple[PartitionKey, Any, Any]]] = {}
+    value of it, the question to ask when only detectors with their own key might take it (None when the
+    kind alone decides), and, when every detector of the route learns from digests, those that take the
+    kind (None when the route carries events). Resolved once, not once an event."""
+    by_kind: dict[str, list[_Route]] = {}
     for kind in get_args(EventKind):
         by_kind[kind] = []
         for key, group in routes.items():
             taken = any(kind in d.meta.event_kinds for d in group if has_standard_key(d))
+            digesters = ([d for d in group if kind in d.meta.event_kinds]
+                         if all(d.digest_type is not None for d in group) else None)
             if taken or not all(has_standard_key(d) for d in group):
-                by_kind[kind].append((key, value_of(key, kind), None if taken else _taker(group)))
+                by_kind[kind].append((key, value_of(key, kind), None if taken else _taker(group), digesters))
     return by_kind
 
 
@@ -301,6 +327,7 @@ def _taker(group: list[Detector]) -> Callable[[AnyEvent], bool]:
 def _route_agent(app: faust.App, topic: Any, key: str, lane: _Lane, batches: Any, handle: Any,
                  deadletter: Callable[[Raw, str, str], None]) -> None:
     queue = app.handover.register([topic.get_topic_name()])
+    digests = digest_decoder([d.digest_type for d in lane.engine.detectors if d.digest_type is not None])
 
     @app.agent(topic, name=f"modelsiem.route-{key}")
     async def route(stream: faust.StreamT) -> None:
@@ -313,7 +340,7 @@ def _route_agent(app: faust.App, topic: Any, key: str, lane: _Lane, batches: Any
                     deadletter(raw, routed.reason, "route")
                     continue
                 for source, kind, value in routed:
-                    event = decode(value, kind)
+                    event = digests(value) if kind == DIGEST else decode(value, kind)
                     if isinstance(event, Rejected):  # the worker validated it: another writer's, or a bug
                         dead = letter(raw, source, value)
                         log.error("dead-lettered a routed event from %s[%d]@%d: %s", dead.topic, dead.partition,

@@ -17,17 +17,19 @@ A message is checked up to its first error: the reason names that one.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal, Union
 
 import msgspec
 
+from stream.digests import Digest
 from stream.events import EVENT_TYPES, MAX_MESSAGE_BYTES, FeedbackEvent, InferenceEvent
 from stream.signals import Signal
 
-Kind = Literal["inference", "feedback", "signal"]
-# Signals are decoded only where the kind is known (the worker's route topics): a message
-# that names its own kind must be a contract event.
+Kind = Literal["inference", "feedback", "signal", "digest"]
+# Signals (and digests, see digest_decoder) are decoded only where the kind is known (the worker's
+# route topics): a message that names its own kind must be a contract event.
 _DECODERS = {kind: msgspec.json.Decoder(t) for kind, t in
              {**EVENT_TYPES, "signal": Signal, None: InferenceEvent | FeedbackEvent}.items()}
 _MAX_REASON = 1000
@@ -49,10 +51,27 @@ class Rejected:
 
 def decode(raw: bytes, kind: Kind | None = None) -> InferenceEvent | FeedbackEvent | Signal | Rejected:
     """Validate one message; ``kind`` is implied by the topic, or read from the event itself."""
+    return _decode(_DECODERS[kind], raw, kind)
+
+
+def digest_decoder(types: Sequence[type[Digest]]) -> Callable[[bytes], Digest | Rejected]:
+    """Validation of the digests of ``types`` (a route's detectors'), each telling its type by its tag.
+
+    >>> decoder = digest_decoder([])
+    >>> decoder(b'["extraction_prefix"]').reason
+    'invalid digest event: no detector of this route learns from digests'
+    """
+    if not types:
+        return lambda raw: Rejected("invalid digest event: no detector of this route learns from digests")
+    decoder = msgspec.json.Decoder(Union[tuple(types)])  # type: ignore[arg-type]
+    return lambda raw: _decode(decoder, raw, "digest")
+
+
+def _decode(decoder: msgspec.json.Decoder, raw: bytes, kind: str | None) -> Any:
     if len(raw) > MAX_MESSAGE_BYTES:
         return Rejected(f"message of {len(raw)} bytes exceeds the {MAX_MESSAGE_BYTES}-byte limit")
     try:
-        event = _DECODERS[kind].decode(raw)
+        event = decoder.decode(raw)
         if not raw.isascii():
             raw.decode()  # JSON is UTF-8: msgspec checks the strings it keeps, not those of fields it skips
         return event
@@ -66,7 +85,7 @@ def decode(raw: bytes, kind: Kind | None = None) -> InferenceEvent | FeedbackEve
         return Rejected("not valid JSON: nested too deeply")
 
 
-def _describe(message: str, kind: Kind | None) -> str:
+def _describe(message: str, kind: str | None) -> str:
     """``invalid <kind> event: <field path>: <what is wrong>``, from msgspec's message."""
     at = _AT.match(message)
     what, path = (at["what"], (at["path"] or "").lstrip(".")) if at else (message, "")
@@ -76,6 +95,8 @@ def _describe(message: str, kind: Kind | None) -> str:
     what = _QUOTED.sub("a value", what)
     if path == "kind":
         what = "must be 'inference' or 'feedback'" if kind is None else f"must be '{kind}' on this topic"
+    elif path == "[0]" and kind == "digest":  # a digest's tag: the id of the detector it is for
+        what = "names no detector of this route"
     return _bounded(f"invalid {kind + ' ' if kind else ''}event: {path or 'event'}: {what}")
 
 

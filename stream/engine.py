@@ -36,6 +36,11 @@ campaign's latest revision then names nearly all of it) since the last
 revision, so an attack of a million events
 yields a handful of documents rather than a million.
 
+A detector with a ``digest_type`` learns from digests (``stream.digests``):
+the engine digests each event it takes in place, and in the worker's route
+agents it is handed the digests the worker routed, as events of kind
+``"digest"``.
+
 A building-block detector's findings become signals (``stream.signals``)
 rather than alerts: the worker routes them to the detectors that take them,
 and :meth:`Engine.settle` applies them in place when one engine runs every
@@ -194,13 +199,17 @@ class _Batch:
         return record
 
 
+DIGEST = "digest"  # the kind of the records the route agents hand over in place of events (stream.digests)
+
+
 @dataclass(frozen=True, slots=True)
 class _Lane:
     """One detector's part in the events of one kind, resolved once an engine.
 
     ``value_of`` computes its partition value (None for a detector with its own ``key``), and
     ``same_key_as`` is the index of an earlier lane with the same key (-1 if none), so that a key
-    several detectors are partitioned by is computed once an event.
+    several detectors are partitioned by is computed once an event. ``digest`` is the detector's
+    own, when it learns from digests and the lane takes events.
     """
 
     detector: Detector
@@ -209,18 +218,34 @@ class _Lane:
     same_key_as: int
     peered: bool
     building_block: bool
+    digest: Callable[[Any, str], Any] | None
 
 
-def _lanes(detectors: list[Detector], kind: EventKind) -> list[_Lane]:
-    """The lanes of the detectors that take one event kind."""
+def _lanes(detectors: list[Detector], kind: str) -> list[_Lane]:
+    """The lanes of the detectors that take one event kind (or digests)."""
     lanes: list[_Lane] = []
     for detector in detectors:
-        standard = has_standard_key(detector)
-        same = next((i for i, lane in enumerate(lanes) if standard and lane.value_of is not None
+        if kind == DIGEST:
+            value = _value_of_digest(detector.digest_type)
+        else:
+            value = value_of(detector.partition_key, kind) if has_standard_key(detector) else None  # type: ignore[arg-type]
+        # A digest is the detector's own: a lane that digests, or takes digests, shares its key with none.
+        shares = value is not None and detector.digest_type is None
+        same = next((i for i, lane in enumerate(lanes) if shares and lane.value_of is not None
+                     and lane.detector.digest_type is None
                      and lane.detector.partition_key == detector.partition_key), -1)
-        lanes.append(_Lane(detector, detector.meta.id, value_of(detector.partition_key, kind) if standard else None,
-                           same, detector.compares_peers, detector.meta.building_block))
+        digest = detector.digest if detector.digest_type is not None and kind != DIGEST else None
+        lanes.append(_Lane(detector, detector.meta.id, value, same, detector.compares_peers,
+                           detector.meta.building_block, digest))
     return lanes
+
+
+def _value_of_digest(digest_type: type | None) -> Callable[[Any], str | None]:
+    """The partition value of a digest, for the detector whose digest type it is."""
+    def value(digest: Any) -> str | None:
+        return digest.value if type(digest) is digest_type else None
+
+    return value
 
 
 class Engine:
@@ -236,6 +261,7 @@ class Engine:
         self.detectors = list(detectors)
         self._lanes = {kind: _lanes([d for d in self.detectors if kind in d.meta.event_kinds], kind)
                        for kind in get_args(EventKind)}
+        self._lanes[DIGEST] = _lanes([d for d in self.detectors if d.digest_type is not None], DIGEST)
         self.growth = growth
         self.naming_growth = naming_growth
         self.max_keys = max_keys
@@ -341,6 +367,11 @@ class Engine:
             keys.append(key)
             if key is None:
                 continue
+            seen = event
+            if lane.digest is not None:  # value is set: a lane that digests has the standard key, shared with none
+                seen = lane.digest(event, value)
+                if seen is None:
+                    continue
             record = records.get(key)
             if record is None:
                 record = batch.fetch(lane.detector, lane.detector_id, key, now)
@@ -360,13 +391,13 @@ class Engine:
                     peers = batch.fetch(detector, lane.detector_id + PEERS, peer_key, now, peers=True)
                 elif now > peers["seen"]:
                     peers["seen"] = now
-                findings = detector.update(record["state"], event, peers["state"])  # type: ignore[call-arg]
+                findings = detector.update(record["state"], seen, peers["state"])  # type: ignore[call-arg]
             else:
-                findings = detector.update(record["state"], event)
+                findings = detector.update(record["state"], seen)
             for finding in findings:
                 if lane.building_block:
                     record["sig"] = record.get("sig", 0) + 1
-                    step.signals.append(_signal(lane.detector_id, record["sig"], finding, event))
+                    step.signals.append(_signal(lane.detector_id, record["sig"], finding, seen))
                 else:
                     self._revise(detector, record["alerts"], finding, event, step)
 

@@ -1,8 +1,8 @@
 """Routed messages: how the worker carries events to the partition of another key, and reads them back.
 
 A routed message is a JSON array of items ``[source topic, partition, offset, kind, event]``: where the
-event first entered Kafka (all null for a signal, which never did), its kind, and the event's JSON as
-it arrived (less whitespace around it), embedded as a value rather than quoted as a string, so that
+event first entered Kafka (all null for a signal, which never did), its kind (``digest`` for the digest
+of an event, see ``stream.digests``), and the event's JSON as it arrived (less whitespace around it), embedded as a value rather than quoted as a string, so that
 neither side escapes or unescapes it. The route agent checks the envelope, then decodes each event as
 the ingest agent did.
 
@@ -36,7 +36,8 @@ from stream.skipped import Raw
 SOURCE_HEADER = "modelsiem.source"  # header of a routed event from older workers: where it first entered Kafka
 
 _Offset = Annotated[int, msgspec.Meta(ge=0)]
-_Item = tuple[str | None, _Offset | None, _Offset | None, Literal["inference", "feedback", "signal"], msgspec.Raw]
+_Item = tuple[str | None, _Offset | None, _Offset | None, Literal["inference", "feedback", "signal", "digest"],
+              msgspec.Raw]
 _MESSAGE = msgspec.json.Decoder(list[_Item])
 _TEXT = msgspec.json.Decoder(str)
 _ITEM_AT = re.compile(r"at `\$\[(\d+)\]")

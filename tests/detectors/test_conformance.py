@@ -5,13 +5,14 @@ from __future__ import annotations
 import copy
 from collections.abc import Callable
 
+import msgspec
 import orjson
 import pytest
 from pydantic import ValidationError
 
 from typing import get_args
 
-from detectors.base import Detector, Finding, PartitionKey
+from detectors.base import Detector, Finding, PartitionKey, partition_value
 from detectors.registry import available
 from detectors.testing import feedback, inference
 from stream.alerts import clean
@@ -29,6 +30,11 @@ def _run(detector: Detector, events: list, between: Callable[[dict], dict] = lam
         key = detector.key(event)
         if key is None:
             continue
+        if detector.digest_type is not None:  # what the worker routes to the detector, through JSON
+            seen = detector.digest(event, partition_value(detector.partition_key, event) or "")
+            if seen is None:
+                continue
+            event = msgspec.json.decode(seen.to_json(), type=detector.digest_type)
         state = between(states.get(key) or detector.new_state())
         if detector.compares_peers:
             shared = peers[event.model.name] = between(peers.get(event.model.name) or detector.new_peers())
@@ -142,5 +148,31 @@ def test_detector(cls: type[Detector], check: Callable[[type[Detector]], None]) 
     check(cls)
 
 
+@pytest.mark.parametrize("cls", [c for c in DETECTORS.values() if c.digest_type], ids=lambda c: c.meta.id)
+def test_digests_travel_unchanged(cls: type[Detector]) -> None:
+    """A digest read back from its JSON, as a route agent reads it, is the digest the worker sent."""
+    detector, sent = cls(), 0
+    for example in cls.examples():
+        for event in example.events():
+            value = partition_value(cls.partition_key, event)
+            seen = detector.digest(event, value) if value else None
+            if seen is not None:
+                assert msgspec.json.decode(seen.to_json(), type=cls.digest_type) == seen
+                assert seen.rule == cls.meta.id
+                sent += 1
+    assert sent
+
+
 def test_builtin_detectors_are_installed() -> None:
     assert {"query_rate", "feedback_surge"} <= set(DETECTORS)
+
+
+def test_a_detector_learns_from_digests_only_of_its_own_tag_and_as_a_building_block() -> None:
+    from detectors.extraction_groups import PrefixDigest, PrefixGroupDetector
+    from detectors.query_rate import QueryRateDetector
+
+    with pytest.raises(TypeError, match="tagged with its id 'extraction_renamed'"):
+        type("Renamed", (PrefixGroupDetector,), {"meta": PrefixGroupDetector.meta.model_copy(
+            update={"id": "extraction_renamed"})})
+    with pytest.raises(TypeError, match="only a building block"):
+        type("Alerting", (QueryRateDetector,), {"digest_type": PrefixDigest})

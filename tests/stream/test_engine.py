@@ -210,9 +210,10 @@ def test_a_building_block_signals_numpy_numbers_and_fails_on_its_event_for_what_
             value = {"odd": 1j} if event.event_id == "e1" else {"share": np.float64(0.5), "n": np.int64(3),
                                                                  "even": np.bool_(False)}
             return (Finding(subject="s", severity="medium", risk_score=47, summary="x", magnitude=1,
-                            evidence=value, users=(event.principal.id,)),)
+                            evidence=value, users=(event.principal,)),)
 
-    events = [inference(f"e{i}", i, principal_fields={"ip": "203.0.113.9"}) for i in range(3)]
+    events = [inference(f"e{i}", i, principal_fields={"ip": "203.0.113.9"}, output={"confidence": 0.9})
+              for i in range(3)]
     failed = []
     step = Engine([Evidence()]).process_batch([(e, None) for e in events], MemoryStore(),
                                               failed=lambda i, exc: failed.append((i, type(exc).__name__)))
@@ -260,3 +261,31 @@ def test_evidence_json_cannot_carry_fails_on_its_event_not_at_publishing() -> No
                       (302, "evidence extra: an integer beyond 64 bits"),
                       (303, "evidence extra: object is not a JSON text, number or boolean")]
     assert step.alerts and all(orjson.dumps(alert) for alert in step.alerts)
+
+
+def test_a_route_applying_digests_signals_as_the_engine_digesting_the_events_in_place() -> None:
+    """What the worker's route agent does (digests, read back from their JSON, with their source positions)
+    raises the signals replay raises from the events themselves; a re-delivered digest is applied once."""
+    import msgspec
+
+    from detectors.base import partition_value
+    from detectors.extraction_groups import PrefixGroupDetector
+
+    detector = PrefixGroupDetector()
+    # The attack, and an event that says nothing of what was asked or answered: it is not routed.
+    attack = [*next(e for e in PrefixGroupDetector.examples() if e.alerts).events(),
+              inference("bare", 3600, principal_fields={"ip": "203.0.113.1"})]
+    in_place = Engine([PrefixGroupDetector()]).process_batch([(e, None) for e in attack], MemoryStore())
+    routed = []
+    for offset, event in enumerate(attack):
+        value = partition_value("ip_prefix", event)
+        seen = detector.digest(event, value) if value else None
+        if seen is not None:
+            routed.append((msgspec.json.decode(seen.to_json(), type=detector.digest_type),
+                           Position("events", 0, offset)))
+    route, store = Engine([PrefixGroupDetector()]), MemoryStore()
+    first = route.process_batch(routed[:300], store)
+    first.save(store)
+    again = route.process_batch(routed[200:], store)  # after a crash: the last 100 re-delivered
+    assert in_place.signals and len(routed) == len(attack) - 1
+    assert [s.to_json() for s in first.signals + again.signals] == [s.to_json() for s in in_place.signals]

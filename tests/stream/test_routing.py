@@ -8,12 +8,13 @@ import orjson
 from aiokafka.partitioner import DefaultPartitioner
 
 from detectors.extraction_campaign import ExtractionCampaignDetector
+from detectors.extraction_groups import CohortDigest, CohortGroupDetector, PrefixDigest, PrefixGroupDetector
 from detectors.feedback_drift import FeedbackDriftDetector
 from detectors.testing import feedback, inference
 import pytest
 
 from stream.app import _routes_by_kind, _taker
-from stream.decode import Rejected, decode
+from stream.decode import Rejected, decode, digest_decoder
 from stream.engine import Position
 from stream.routing import letter, route_partition, routed_item, routed_messages, unpack
 from stream.signals import Signal
@@ -128,9 +129,34 @@ def test_routes_are_resolved_by_event_kind_once():
     by_kind = _routes_by_kind({"model": [FeedbackDriftDetector(), ExtractionCampaignDetector()],
                                "tenant": [OnlyVip()]})
     # Inference events: no detector of the model route takes them, and the tenant route's only detector is asked.
-    [(key, value_of_key, ask)] = by_kind["inference"]
+    [(key, value_of_key, ask, digesters)] = by_kind["inference"]
     assert key == "tenant" and ask(inference("i", 0, principal="vip")) and not ask(inference("i", 0))
-    assert value_of_key(inference("i", 0, principal_fields={"tenant": "acme"})) == "acme"
+    assert value_of_key(inference("i", 0, principal_fields={"tenant": "acme"})) == "acme" and digesters is None
     # Feedback and signals go to the model route by their kind alone; feedback is also put to the tenant route.
-    assert [(key, ask is None) for key, _, ask in by_kind["feedback"]] == [("model", True), ("tenant", False)]
-    assert [(key, ask is None) for key, _, ask in by_kind["signal"]] == [("model", True), ("tenant", False)]
+    assert [(key, ask is None) for key, _, ask, _ in by_kind["feedback"]] == [("model", True), ("tenant", False)]
+    assert [(key, ask is None) for key, _, ask, _ in by_kind["signal"]] == [("model", True), ("tenant", False)]
+
+
+def test_routes_of_detectors_that_learn_from_digests_carry_digests():
+    by_kind = _routes_by_kind({"ip_prefix": [PrefixGroupDetector()], "cohort": [CohortGroupDetector()],
+                               "model": [ExtractionCampaignDetector()]})
+    assert [(key, [d.meta.id for d in digesters]) for key, _, _, digesters in by_kind["inference"]] == [
+        ("ip_prefix", ["extraction_prefix"]), ("cohort", ["extraction_cohort"])]
+    assert [(key, digesters) for key, _, _, digesters in by_kind["signal"]] == [("model", None)]
+
+
+def test_a_digest_travels_in_a_routed_message_and_is_validated_by_the_route_it_reaches():
+    detector = PrefixGroupDetector()
+    event = inference("i1", 0, principal="p\u202e", principal_fields={"ip": "203.0.113.9"}, output={"confidence": 0.6})
+    seen = detector.digest(event, "203.0.113.0/24")
+    [message] = routed_messages([routed_item(Position("events", 2, 7), "digest", seen.to_json())], 1024)
+    [(position, kind, value)] = unpack(Raw("app-route-ip_prefix", 0, 5, None, message))
+    assert position == Position("events", 2, 7) and kind == "digest"
+    assert digest_decoder([PrefixDigest])(value) == seen
+    # Another route's detectors, or none that digests, reject it with a reason naming no value of it.
+    assert digest_decoder([CohortDigest])(value).reason == "invalid digest event: [0]: names no detector of this route"
+    assert digest_decoder([])(value).reason == "invalid digest event: no detector of this route learns from digests"
+    # A hostile writer's digest: a principal past the identifier bound.
+    forged = value.replace('"p\u202e"'.encode(), b'"' + b"x" * 300 + b'"')
+    assert forged != value
+    assert digest_decoder([PrefixDigest])(forged).reason.startswith("invalid digest event: [4]: Expected `str` of length")
