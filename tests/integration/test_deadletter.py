@@ -18,6 +18,7 @@ from detectors.testing import feedback, inference
 from tests.integration.conftest import committed_all, read_topic, wait_until
 
 PLUGIN = '''
+from detectors.extraction_groups import GroupDigest, PrefixGroupDetector
 from detectors.feedback_surge import FeedbackSurgeDetector
 from detectors.query_rate import QueryRateDetector
 
@@ -38,6 +39,25 @@ class FailsRouted(FeedbackSurgeDetector):
         if event.principal.id == "explode":
             raise RuntimeError("routed detector bug")
         return super().update(state, event)
+
+
+class FailsDigestDigest(GroupDigest, tag="fails_digest"):
+    pass
+
+
+class FailsDigest(PrefixGroupDetector):
+    meta = PrefixGroupDetector.meta.model_copy(update={"id": "fails_digest"})
+    digest_type = FailsDigestDigest
+
+    def digest(self, event, value):
+        if event.principal.id == "explode-digest":
+            raise RuntimeError("digest bug")
+        return super().digest(event, value)
+
+    def update(self, state, seen, peers=None):
+        if seen.principal == "explode-route":
+            raise RuntimeError("digest route bug")
+        return super().update(state, seen, peers)
 '''
 
 
@@ -51,10 +71,11 @@ def _install_plugin(isolated) -> None:
         [modelsiem.detectors]
         fails_inline = failing_detectors:FailsInline
         fails_routed = failing_detectors:FailsRouted
+        fails_digest = failing_detectors:FailsDigest
         """))
     env = isolated.env
     env["PYTHONPATH"] = str(site) + (":" + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-    env["MODELSIEM_DETECTORS"] = '["query_rate", "fails_inline", "fails_routed"]'
+    env["MODELSIEM_DETECTORS"] = '["query_rate", "fails_inline", "fails_routed", "fails_digest"]'
 
 
 def test_detector_failures_and_bad_routed_messages_are_dead_lettered_one_by_one(isolated, spawn):
@@ -70,7 +91,11 @@ def test_detector_failures_and_bad_routed_messages_are_dead_lettered_one_by_one(
     inline_bug = inference("boom-1", 10, principal="explode").to_dict()
     routed_bug = feedback("boom-2", 11, principal="explode").to_dict()
     fine = [feedback(f"ok-{i}", 12 + i, principal=f"user-{i}").to_dict() for i in range(3)]
-    publish_events(s, [inline_bug, routed_bug, *fine])
+    # A digest plugin failing where it digests (at ingest), and where it learns from the digest (its route).
+    answered = {"principal_fields": {"ip": "203.0.113.9"}, "output": {"confidence": 0.6}}
+    digest_bug = inference("boom-3", 12, principal="explode-digest", **answered).to_dict()
+    digest_route_bug = inference("boom-4", 13, principal="explode-route", **answered).to_dict()
+    publish_events(s, [inline_bug, routed_bug, *fine, digest_bug, digest_route_bug])
     # What another writer may put on a route topic: not a routed message at all, and a routed event the
     # contract rejects.
     not_routed = b"this is not a routed message"
@@ -85,10 +110,10 @@ def test_detector_failures_and_bad_routed_messages_are_dead_lettered_one_by_one(
     publish_events(s, [inference(f"f{i}", 3600 + 10 + i * 0.05, principal="flooder").to_dict()
                        for i in range(threshold)])
 
-    dead = wait_until(lambda: (m := read_topic(s, t.deadletter)) and len(m) >= 4 and m, 180,
-                      "four dead-letter records", worker.assert_running)
+    dead = wait_until(lambda: (m := read_topic(s, t.deadletter)) and len(m) >= 6 and m, 180,
+                      "six dead-letter records", worker.assert_running)
     records = {m.value(): {k: v.decode() for k, v in m.headers()} for m in dead}
-    assert len(dead) == 4 and len(records) == 4, [m.value()[:80] for m in dead]
+    assert len(dead) == 6 and len(records) == 6, [m.value()[:80] for m in dead]
 
     inline = records[orjson.dumps(inline_bug)]
     assert inline[DLQ_STAGE] == "engine" and "RuntimeError: inline detector bug" in inline[DLQ_REASON]
@@ -103,9 +128,18 @@ def test_detector_failures_and_bad_routed_messages_are_dead_lettered_one_by_one(
     rejected = records[invalid_event]
     assert rejected[DLQ_STAGE] == "route" and "event_id: Expected `str`, got `int`" in rejected[DLQ_REASON]
     assert (rejected[DLQ_TOPIC], rejected[DLQ_OFFSET]) == (t.feedback, "12345")
+    undigested = records[orjson.dumps(digest_bug)]
+    assert undigested[DLQ_STAGE] == "engine" and "RuntimeError: digest bug" in undigested[DLQ_REASON]
+    assert undigested[DLQ_TOPIC] == t.inference
+    # What failed on its route is the digest, dead-lettered at the place its event entered Kafka.
+    [(digest, where)] = [(v, h) for v, h in records.items() if b"explode-route" in v]
+    assert orjson.loads(digest)[:2] == ["fails_digest", "203.0.113.0/24"]
+    assert where[DLQ_STAGE] == "engine" and "RuntimeError: digest route bug" in where[DLQ_REASON]
+    assert where[DLQ_TOPIC] == t.inference and int(where[DLQ_OFFSET]) >= 0
 
     alerts = wait_until(lambda: read_topic(s, t.alerts), 120, "the flood's alert", worker.assert_running)
     assert {orjson.loads(m.value())["user"]["name"] for m in alerts} == {"flooder"}
     # Both agents went past what they dead-lettered: every event and routed message is committed.
-    wait_until(lambda: committed_all(s, s.app_id, [t.inference, t.feedback, route]), 120,
+    prefix_route = f"{s.app_id}-route-ip_prefix"
+    wait_until(lambda: committed_all(s, s.app_id, [t.inference, t.feedback, route, prefix_route]), 120,
                "the worker to commit every message", worker.assert_running)
