@@ -169,7 +169,7 @@ class _GroupDetector(Detector):
         if state["flagged"] is None:
             if state["n"] < state["next"] or not self._test(state, peers):
                 return ()
-            state["label"] = seen.label
+            state["label"] = clean(seen.label, 200)  # made clean where digested; a route topic's writer may not
         add_sample(state["ids"], seen.event_id, _SAMPLES)
         if seen.ip:
             add_sample(state["ips"], seen.ip, _SAMPLES)
