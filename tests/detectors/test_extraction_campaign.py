@@ -146,3 +146,19 @@ def _signal(rule: str, subject: str, seq: int, users: list[str], seconds: float 
                                   "subject": subject, "seq": seq, "magnitude": 80 * seq, "users": users,
                                   "evidence": {"group": rule.removeprefix("extraction_"), "label": subject,
                                                "queries": 80 * seq, "unsure": 70 * seq}})
+
+
+def test_a_group_label_forged_on_a_route_topic_reaches_the_signal_clean():
+    from detectors.base import partition_value
+    from detectors.extraction_groups import GroupDigest
+
+    detector = PrefixGroupDetector()
+    peers, sybils, findings = detector.new_peers(), detector.new_state(), []
+    events = sorted(next(e for e in PrefixGroupDetector.examples() if e.alerts).events(), key=lambda e: e.timestamp)
+    for event in events:
+        seen = detector.digest(event, partition_value("ip_prefix", event))
+        assert isinstance(seen, GroupDigest)
+        forged = seen.replace(label="\x1b[2J\u202eevil\r\n" + seen.label)
+        state = sybils if seen.value == "203.0.113.0/24" else detector.new_state()
+        findings += detector.update(state, forged, peers)
+    assert findings and {f.evidence["label"] for f in findings} == {"[2Jevil203.0.113.0/24"}
