@@ -27,7 +27,8 @@ from stream.digests import Digest
 from stream.events import EVENT_TYPES, MAX_MESSAGE_BYTES, FeedbackEvent, InferenceEvent
 from stream.signals import Signal
 
-Kind = Literal["inference", "feedback", "signal", "digest"]
+Kind = Literal["inference", "feedback", "signal"]  # what decode() validates
+RoutedKind = Kind | Literal["digest"]  # what a routed message may carry (digests: see digest_decoder)
 # Signals (and digests, see digest_decoder) are decoded only where the kind is known (the worker's
 # route topics): a message that names its own kind must be a contract event.
 _DECODERS = {kind: msgspec.json.Decoder(t) for kind, t in

@@ -58,6 +58,7 @@ from typing import Any, NamedTuple, Protocol, get_args
 from detectors.base import (SEVERITY_RANK, AnyEvent, Detector, EventKind, Finding, State, has_standard_key, model_key,
                             value_of)
 from stream.alerts import alert_id, build_alert
+from stream.digests import Digest
 from stream.signals import Signal
 
 PEERS = ".peers"
@@ -199,7 +200,7 @@ class _Batch:
         return record
 
 
-DIGEST = "digest"  # the kind of the records the route agents hand over in place of events (stream.digests)
+DIGEST = Digest.kind  # the kind of the records the route agents hand over in place of events
 
 
 @dataclass(frozen=True, slots=True)

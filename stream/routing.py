@@ -2,9 +2,9 @@
 
 A routed message is a JSON array of items ``[source topic, partition, offset, kind, event]``: where the
 event first entered Kafka (all null for a signal, which never did), its kind (``digest`` for the digest
-of an event, see ``stream.digests``), and the event's JSON as it arrived (less whitespace around it), embedded as a value rather than quoted as a string, so that
-neither side escapes or unescapes it. The route agent checks the envelope, then decodes each event as
-the ingest agent did.
+of an event, see ``stream.digests``), and the event's JSON as it arrived (less whitespace around it),
+embedded as a value rather than quoted as a string, so that neither side escapes or unescapes it. The
+route agent checks the envelope, then decodes each event as the ingest agent did.
 
 Route topics are internal, but anyone allowed to write to them can: a message of another shape is
 rejected with a reason (and dead-lettered), never allowed to stop the agent. Two older forms are still
@@ -23,21 +23,20 @@ from __future__ import annotations
 
 import re
 from functools import lru_cache
-from typing import Annotated, Literal
+from typing import Annotated
 
 import msgspec
 import orjson
 from aiokafka.partitioner import murmur2
 
-from stream.decode import Kind, Rejected
+from stream.decode import Rejected, RoutedKind
 from stream.engine import Position
 from stream.skipped import Raw
 
 SOURCE_HEADER = "modelsiem.source"  # header of a routed event from older workers: where it first entered Kafka
 
 _Offset = Annotated[int, msgspec.Meta(ge=0)]
-_Item = tuple[str | None, _Offset | None, _Offset | None, Literal["inference", "feedback", "signal", "digest"],
-              msgspec.Raw]
+_Item = tuple[str | None, _Offset | None, _Offset | None, RoutedKind, msgspec.Raw]
 _MESSAGE = msgspec.json.Decoder(list[_Item])
 _TEXT = msgspec.json.Decoder(str)
 _ITEM_AT = re.compile(r"at `\$\[(\d+)\]")
@@ -73,7 +72,7 @@ def routed_messages(items: list[bytes], max_bytes: int) -> list[bytes]:
     return [b"[" + b",".join(run) + b"]" for run in runs if run]
 
 
-def unpack(raw: Raw) -> list[tuple[Position | None, Kind | None, bytes]] | Rejected:
+def unpack(raw: Raw) -> list[tuple[Position | None, RoutedKind | None, bytes]] | Rejected:
     """The events of a routed message, each with the position where it first entered Kafka (none for a
     signal) and its kind; or why the message is not a routed message."""
     value = raw.value or b""
@@ -94,7 +93,7 @@ def unpack(raw: Raw) -> list[tuple[Position | None, Kind | None, bytes]] | Rejec
                         f"routed message is not a list of {_SHAPE}")
     except (msgspec.DecodeError, UnicodeDecodeError, RecursionError) as exc:
         return Rejected(f"routed message is not valid JSON: {exc}"[:300])
-    events: list[tuple[Position | None, Kind | None, bytes]] = []
+    events: list[tuple[Position | None, RoutedKind | None, bytes]] = []
     for index, (topic, partition, offset, kind, event) in enumerate(items):
         if not (topic is None) == (partition is None) == (offset is None):
             return Rejected(f"routed message item {index} is not {_SHAPE}: its position is half given")
