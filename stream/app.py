@@ -173,6 +173,9 @@ def create_app(settings: Settings, detectors: list[Detector], partitions: int) -
         outbox.send(t.deadletter, raw.key, raw.value,
                     deadletter_headers(reason, raw.topic, raw.partition, raw.offset, stage))
 
+    def detector_failed(raw: Raw, exc: Exception) -> None:
+        deadletter(raw, f"detector failure: {type(exc).__name__}: {exc}"[:1000], "engine")
+
     def handle(lane: _Lane, items: list[_Item]) -> None:
         """Run a lane's detectors on a batch's events, one engine batch per partition, in order."""
         if not lane.engine.detectors:
@@ -186,7 +189,7 @@ def create_app(settings: Settings, detectors: list[Detector], partitions: int) -
                 _, raw, _, source, text = group[index]
                 raw = raw if text is None else letter(raw, source, text)
                 log.exception("detectors failed on %s[%d]@%d; dead-lettered", raw.topic, raw.partition, raw.offset)
-                deadletter(raw, f"detector failure: {type(exc).__name__}: {exc}"[:1000], "engine")
+                detector_failed(raw, exc)
 
             lane.store.at(partition)
             step = lane.engine.process_batch([(item[2], item[3]) for item in group], lane.store, partition, failed)
@@ -219,7 +222,7 @@ def create_app(settings: Settings, detectors: list[Detector], partitions: int) -
             except Exception as exc:  # a detector's bug: reported like one in the engine, the event goes on
                 log.exception("%s failed to digest %s[%d]@%d; dead-lettered", detector.meta.id, raw.topic,
                               raw.partition, raw.offset)
-                deadletter(raw, f"detector failure: {type(exc).__name__}: {exc}"[:1000], "engine")
+                detector_failed(raw, exc)
 
     async def batches(queue: Any) -> AsyncIterator[list[Raw]]:
         """An agent's records as its consumer fetched them (``stream.handover``), holes filled; acknowledged
