@@ -28,6 +28,11 @@ Two options serve detectors that group accounts (see ``detectors.extraction_grou
 A building block with the standard key may also set ``digest_type`` and define
 ``digest(event, value)``: ``update`` then learns from that digest of the event
 (``stream.digests``), which is what the worker routes to the detector's key.
+When what it learns adds up (counts, sets), it may instead set ``tallies`` and
+define ``new_partial()``, ``fold(partial, event, value)`` and
+``tally(partial, source)``: events are folded where they arrive into a partial
+per group and ingest partition, and ``update`` learns from the tallies (of
+``digest_type``) sent now and then, one per group instead of one per event.
 
 Windows use the event's own timestamp, never the wall clock, so that a replay
 of a file raises the same alerts as the live stream.
@@ -163,6 +168,8 @@ class Detector(ABC):
     compares_peers: ClassVar[bool] = False
     # Set, with digest(), to get update(state, digest): see the module docstring and stream.digests.
     digest_type: ClassVar[type[Digest] | None] = None
+    # Set, with new_partial(), fold() and tally(), to learn from tallies of events: see the module docstring.
+    tallies: ClassVar[bool] = False
 
     class Params(BaseModel):
         model_config = ConfigDict(extra="forbid", frozen=True)
@@ -170,7 +177,11 @@ class Detector(ABC):
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         digest, meta = cls.digest_type, getattr(cls, "meta", None)
-        if digest is None or meta is None:
+        if meta is None:
+            return
+        if cls.tallies and digest is None:
+            raise TypeError(f"{cls.__name__}: a detector that tallies needs the digest_type of its tallies")
+        if digest is None:
             return
         # A digest stands in for the event on the route topics: its signals need only its time and model,
         # its state key only its value, and the route agents tell digests apart by their tag.
@@ -208,6 +219,22 @@ class Detector(ABC):
     def digest(self, event: AnyEvent, value: str) -> Digest | None:
         """What ``update`` reads of an event whose partition value is ``value``, as a ``digest_type``; None
         when the event teaches the detector nothing (``digest_type`` only)."""
+        raise NotImplementedError
+
+    def new_partial(self) -> State:
+        """A fresh, JSON-able partial tally of a group on one ingest partition (``tallies`` only)."""
+        raise NotImplementedError
+
+    def fold(self, partial: State, event: AnyEvent, value: str) -> bool:
+        """Fold an event whose partition value is ``value`` into its group's partial (mutating it); False
+        when the event teaches the detector nothing (``tallies`` only)."""
+        raise NotImplementedError
+
+    def tally(self, partial: State, source: str) -> Digest:
+        """What ``update`` learns of a partial, as a ``digest_type``, to be sent now; ``source`` names the
+        partial's ingest partition. Counts are the partial's since it began, so that ``update`` can count a
+        tally sent again (after a crash or a rebalance) once; what the partial keeps only until it is sent
+        (new members, samples) it forgets here (``tallies`` only)."""
         raise NotImplementedError
 
     @classmethod

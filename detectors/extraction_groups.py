@@ -19,9 +19,13 @@ not hide in its own reference): a binomial surprise of ``min_surprise``
 group. NAT addresses and sign-up waves share infrastructure or a cohort too, but
 their queries are natural, so they are not flagged.
 
-A group learns from a digest of each answered query (:class:`GroupDigest`: the
-account, the answer's margin, the event id and address), which is what the
-worker routes to the group's partition (``stream.digests``).
+A group learns from tallies (:class:`GroupTally`): where the events arrive,
+each answered query is folded into a partial of its group on that ingest
+partition (counts of answered and unsure queries, accounts and samples new
+since the last tally), and the worker routes the partial's tally to the
+group's partition now and then, one message per group rather than one per
+event (``stream.digests``). A tally's counts are its partial's since it began,
+so one sent again after a crash or a rebalance is counted once.
 
 These detectors are building blocks: they raise no alerts. A flagged group
 signals its accounts to ``extraction_campaign``, which merges the groups that
@@ -35,14 +39,17 @@ partition) and expires idle ones.
 >>> from detectors.base import partition_value
 >>> from detectors.testing import inference
 >>> det = PrefixGroupDetector(min_events=60, min_accounts=5)
->>> peers, sybils = det.new_peers(), det.new_state()
->>> def seen(event):
-...     return det.digest(event, partition_value("ip_prefix", event))
+>>> peers, sybils, partial = det.new_peers(), det.new_state(), det.new_partial()
+>>> def seen(event, partial):  # one event folded, then its partial's tally
+...     det.fold(partial, event, partition_value("ip_prefix", event))
+...     return det.tally(partial, "0")
 >>> for i in range(400):  # the peers: natural users, each on a network of its own, sure answers
 ...     _ = list(det.update(det.new_state(), seen(inference(f"n{i}", i, principal=f"u{i}",
-...         output={"confidence": 0.97}, principal_fields={"ip": f"10.{i % 250}.{i // 250}.1"})), peers))
+...         output={"confidence": 0.97}, principal_fields={"ip": f"10.{i % 250}.{i // 250}.1"}),
+...         det.new_partial()), peers))
 >>> findings = [f for i in range(100) for f in det.update(sybils, seen(inference(f"s{i}", 400 + i,
-...     principal=f"bot-{i % 10}", output={"confidence": 0.6}, principal_fields={"ip": f"203.0.113.{i % 10}"})), peers)]
+...     principal=f"bot-{i % 10}", output={"confidence": 0.6}, principal_fields={"ip": f"203.0.113.{i % 10}"}),
+...     partial), peers)]
 >>> findings[0].subject, len(findings[0].users), findings[0].evidence["flagged_unsure_share"]
 ('203.0.113.0/24', 10, 1.0)
 """
@@ -50,7 +57,7 @@ partition) and expires idle ones.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from datetime import date
+from datetime import date, datetime, timezone
 from functools import lru_cache
 from itertools import islice
 from typing import Annotated
@@ -64,13 +71,16 @@ from detectors.sketches import add_sample, answer_margin, binomial_surprise, con
 from detectors.testing import inference
 from stream.alerts import clean
 from stream.digests import Digest
-from stream.events import Ident, InferenceEvent
+from stream.events import Ident, InferenceEvent, Model
 
-__all__ = ["CohortGroupDetector", "GroupDigest", "PrefixGroupDetector"]
+__all__ = ["CohortGroupDetector", "GroupTally", "PrefixGroupDetector"]
 
 _SAMPLES = 10
-# Accounts named per signal at most (the rest in the next ones), to keep a routed message small.
+# Accounts named per signal, and new accounts per tally, at most (the rest in the next ones, as they query
+# again), to keep a routed message small.
 _MAX_PER_SIGNAL = 1024
+# Ingest partitions a group keeps the counts of (a route topic's writer could name any number).
+_MAX_SOURCES = 4096
 _REFERENCES = (
     "https://atlas.mitre.org/techniques/AML.T0024.002",
     "https://atlas.mitre.org/studies/AML.CS0056",
@@ -80,21 +90,29 @@ _TRIAGE = ("A building block: its signals reach analysts only through extraction
            "whose triage note applies.")
 
 
-class GroupDigest(Digest):
-    """What a group learns from one answered query."""
+_Count = Annotated[int, Meta(ge=0)]
 
-    principal: Ident
-    event_id: Ident
-    margin: float
-    ip: Ident | None
+
+class GroupTally(Digest):
+    """What a group learns from the answered queries of one ingest partition (``source``): their counts
+    since the partial began (``start``, event time), and the accounts and samples new since the last
+    tally. ``timestamp`` is the latest query's time."""
+
+    source: Annotated[str, Meta(max_length=64)]
+    start: float
+    n: _Count
+    unsure: _Count
+    members: Annotated[list[Ident], Meta(max_length=_MAX_PER_SIGNAL)]
+    ids: Annotated[list[Ident], Meta(max_length=_SAMPLES)]
+    ips: Annotated[list[Ident], Meta(max_length=_SAMPLES)]
     label: Annotated[str, Meta(max_length=200)]
 
 
-class PrefixDigest(GroupDigest, tag="extraction_prefix"):
+class PrefixTally(GroupTally, tag="extraction_prefix"):
     pass
 
 
-class CohortDigest(GroupDigest, tag="extraction_cohort"):
+class CohortTally(GroupTally, tag="extraction_cohort"):
     pass
 
 
@@ -103,6 +121,7 @@ class _GroupDetector(Detector):
 
     group: str
     compares_peers = True
+    tallies = True
 
     class Params(Detector.Params):
         min_accounts: int = Field(default=8, ge=2)
@@ -116,9 +135,14 @@ class _GroupDetector(Detector):
 
     def new_state(self) -> State:
         # next: the query count at which the group is tested again; flagged: [share, baseline, surprise]
-        # once flagged; sent: members signalled so far; told: queries at the last signal.
+        # once flagged; sent: members signalled so far; told: queries at the last signal; from: by source,
+        # the [start, n, unsure] of the latest tally counted.
         return {"n": 0, "unsure": 0, "members": {}, "next": self.params.min_events, "flagged": None,
-                "sent": 0, "told": 0, "ids": [], "ips": []}
+                "sent": 0, "told": 0, "ids": [], "ips": [], "from": {}}
+
+    def new_partial(self) -> State:
+        # new: accounts since the last tally (a dict, to keep their order); t: the latest query's time.
+        return {"start": None, "t": 0.0, "n": 0, "unsure": 0, "new": {}, "ids": [], "ips": []}
 
     def new_peers(self) -> State:
         return {"n": 0, "unsure": 0}
@@ -146,33 +170,66 @@ class _GroupDetector(Detector):
         """What an analyst reads for the group of an event whose partition value is ``value``."""
         raise NotImplementedError
 
-    def digest(self, event: AnyEvent, value: str) -> GroupDigest | None:
-        assert isinstance(event, InferenceEvent) and self.digest_type is not None
+    def fold(self, partial: State, event: AnyEvent, value: str) -> bool:
+        assert isinstance(event, InferenceEvent)
         margin = answer_margin(event) if content_of(event) else None
         if margin is None:
-            return None
-        return self.digest_type(value=value, timestamp=event.timestamp, model=event.model,
-                                principal=event.principal.id, event_id=event.event_id, margin=margin,
-                                ip=event.principal.ip, label=self.label(event, value))
+            return False
+        now = event.epoch
+        if partial["start"] is None:
+            partial.update(start=now, value=value, label=self.label(event, value))
+        partial["t"] = max(partial["t"], now)
+        partial["model"] = [event.model.name, event.model.version]
+        partial["n"] += 1
+        partial["unsure"] += margin < self.params.unsure_margin
+        new, principal = partial["new"], event.principal.id
+        if principal not in new and len(new) < _MAX_PER_SIGNAL:
+            new[principal] = 1
+        add_sample(partial["ids"], event.event_id, _SAMPLES)
+        if event.principal.ip:
+            add_sample(partial["ips"], event.principal.ip, _SAMPLES)
+        return True
+
+    def tally(self, partial: State, source: str) -> GroupTally:
+        assert self.digest_type is not None
+        name, version = partial["model"]
+        made = self.digest_type(
+            value=partial["value"], timestamp=datetime.fromtimestamp(partial["t"], timezone.utc),
+            model=Model(name=name, version=version), source=source, start=partial["start"], n=partial["n"],
+            unsure=partial["unsure"], members=list(partial["new"]), ids=partial["ids"], ips=partial["ips"],
+            label=partial["label"])
+        partial["new"], partial["ids"], partial["ips"] = {}, [], []
+        return made  # type: ignore[return-value]
 
     def update(self, state: State, seen: AnyEvent, peers: State | None = None) -> Iterable[Finding]:  # type: ignore[override]
-        assert isinstance(seen, GroupDigest) and peers is not None
-        unsure = int(seen.margin < self.params.unsure_margin)
-        peers["n"] += 1
-        peers["unsure"] += unsure
-        state["n"] += 1
-        state["unsure"] += unsure
-        members, principal = state["members"], seen.principal
+        assert isinstance(seen, GroupTally) and peers is not None
+        counted = state["from"]
+        start, n, unsure = counted.get(seen.source) or (None, 0, 0)
+        if start != seen.start:  # a partial begun afresh (the previous one was idle past its ttl)
+            n = unsure = 0
+        # Counted once: a tally sent again adds nothing, and one sent before a later one arrives adds nothing.
+        added, added_unsure = max(0, seen.n - n), max(0, min(seen.unsure, seen.n) - unsure)
+        if added or start != seen.start:
+            if seen.source not in counted and len(counted) >= _MAX_SOURCES:
+                del counted[next(iter(counted))]
+            counted[seen.source] = [seen.start, seen.n, min(seen.unsure, seen.n)]
+        peers["n"] += added
+        peers["unsure"] += added_unsure
+        state["n"] += added
+        state["unsure"] += added_unsure
+        members = state["members"]
         limit = self.params.max_named if state["flagged"] else self.params.max_members
-        if principal not in members and len(members) < limit:
-            members[principal] = 1  # a dict: it keeps the order, so the first unsignalled one is known
+        for principal in seen.members:
+            if principal not in members and len(members) < limit:
+                members[principal] = 1  # a dict: it keeps the order, so the first unsignalled one is known
         if state["flagged"] is None:
             if state["n"] < state["next"] or not self._test(state, peers):
                 return ()
-            state["label"] = clean(seen.label, 200)  # made clean where digested; a route topic's writer may not
-        add_sample(state["ids"], seen.event_id, _SAMPLES)
-        if seen.ip:
-            add_sample(state["ips"], seen.ip, _SAMPLES)
+            state["label"] = clean(seen.label, 200)  # made clean where folded; a route topic's writer may not
+        for event_id in seen.ids:
+            add_sample(state["ids"], event_id, _SAMPLES)
+        for ip in seen.ips:
+            add_sample(state["ips"], ip, _SAMPLES)
         new = len(members) - state["sent"]
         if state["sent"] and new < max(1, state["sent"] // 16) and state["n"] < 2 * state["told"]:
             return ()
@@ -193,7 +250,7 @@ class _GroupDetector(Detector):
         state["flagged"] = [round(share, 4), round(baseline, 4), round(min(surprise, 1e6), 2)]
         return True
 
-    def _signal(self, state: State, seen: GroupDigest) -> Finding:
+    def _signal(self, state: State, seen: GroupTally) -> Finding:
         """The group's accounts not signalled yet, and its evidence so far."""
         p = self.params
         new = tuple(islice(state["members"], state["sent"], state["sent"] + _MAX_PER_SIGNAL))
@@ -254,7 +311,7 @@ class PrefixGroupDetector(_GroupDetector):
                  "(a new language or market) that the model answers without conviction.")
     partition_key = "ip_prefix"
     group = "prefix"
-    digest_type = PrefixDigest
+    digest_type = PrefixTally
 
     examples_named = ("accounts on one proxy network asking synthetic queries",
                       "many natural users behind one NAT address")
@@ -273,7 +330,7 @@ class CohortGroupDetector(_GroupDetector):
                  "data that the model answers without conviction.")
     partition_key = "cohort"
     group = "cohort"
-    digest_type = CohortDigest
+    digest_type = CohortTally
 
     def label(self, event: InferenceEvent, value: str) -> str:
         created = event.principal.created_at

@@ -112,6 +112,9 @@ class Settings(BaseSettings):
     detector_params: dict[str, dict[str, object]] = {}
     # Live keys kept per detector and partition; beyond it the least recently active state is dropped.
     max_keys: int = Field(default=50_000, ge=1)
+    # Seconds between the tallies a worker sends of what it folded (see stream.digests): a group's
+    # detection waits at most this long, and each group's events travel as one message per interval.
+    tally_interval: float = Field(default=0.5, gt=0.0, le=60.0)
     worker_dir: Path = Path(".modelsiem/worker")
     log_level: str = "INFO"
 

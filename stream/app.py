@@ -8,7 +8,10 @@ Flow (one consumer group, any number of workers):
   topic per other partition key (``<app>-route-fingerprint``...), to the
   partition of that key, so that every event of one item reaches the same
   worker. A route whose detectors all learn from digests gets, in place of the
-  event, each detector's digest of it (``stream.digests``). Events are taken in
+  event, each detector's digest of it (``stream.digests``). Detectors that
+  tally fold the events into partials here, and every ``tally_interval`` the
+  partials folded into go to their routes as tallies, through the outbox
+  below. Events are taken in
   batches, and the events of one batch for one route partition travel as one
   routed message (``stream.routing``): faust's cost is per message, the
   detectors' per event.
@@ -35,20 +38,22 @@ from __future__ import annotations
 
 import logging
 import ssl
+import time
 from collections import defaultdict
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
 from typing import Any, get_args
 
 import faust
 import orjson
 
 from connectors.kafka import DEADLETTER_MAX_BYTES, Outbox, deadletter_headers
-from detectors.base import AnyEvent, Detector, EventKind, PartitionKey, has_standard_key, model_key, value_of
+from detectors.base import (AnyEvent, Detector, EventKind, PartitionKey, State, has_standard_key, model_key,
+                            value_of)
 from modelsiem.settings import KafkaSettings, Settings
 from stream.checkpoint import CheckpointSensor, CheckpointStore
 from stream.consumer import Transport
 from stream.decode import Kind, Rejected, decode, digest_decoder
-from stream.engine import DIGEST, PEERS, Engine, Position, Step
+from stream.engine import DIGEST, PEERS, TALLY, Engine, Position, Step
 from stream.handover import Handover, acknowledge
 from stream.routing import letter, route_partition, routed_item, routed_messages, unpack
 from stream.skipped import Raw, SkippedOffsets
@@ -147,18 +152,23 @@ def create_app(settings: Settings, detectors: list[Detector], partitions: int) -
     def changelog(topic: str, partition: int, key: bytes, value: bytes | None) -> None:
         outbox.send(topic, key, value, partition=partition)
 
-    def lane(group: list[Detector], topics: set[str]) -> _Lane:
-        # One table per detector, and one for the state shared by the peers of a detector that compares them.
+    def lane(group: list[Detector], topics: set[str], folding: Sequence[Detector] = ()) -> _Lane:
+        # One table per detector, one for the state shared by the peers of a detector that compares them, and
+        # one for the partials of a detector folding events here.
         names = {d.meta.id: f"detector-{d.meta.id}" for d in group}
         names.update({d.meta.id + PEERS: f"detector-{d.meta.id}-peers" for d in group if d.compares_peers})
+        names.update({d.meta.id + TALLY: f"detector-{d.meta.id}-tally" for d in folding})
         tables = {
             store_id: app.Table(name, default=None, partitions=partitions, key_type=str,
                                 extra_topic_configs={"max.message.bytes": str(DEADLETTER_MAX_BYTES)})
             for store_id, name in names.items()  # keys and values go to the changelog as JSON
         }
-        return _Lane(Engine(group, max_keys=settings.max_keys), CheckpointStore(tables, topics, changelog))
+        # A route's engine folds nothing: its tallying detectors learn from the tallies the ingest sends.
+        engine = Engine([*group, *folding], max_keys=settings.max_keys, folds=bool(folding))
+        return _Lane(engine, CheckpointStore(tables, topics, changelog))
 
-    inline = lane(by_key.pop("principal", []), {t.inference, t.feedback})
+    tallying = {d.meta.id: d.partition_key for d in detectors if d.tallies}
+    inline = lane(by_key.pop("principal", []), {t.inference, t.feedback}, [d for d in detectors if d.tallies])
     routes = {
         key: (app.topic(f"{settings.app_id}-route-{key}", key_type=bytes, value_type=bytes, internal=True,
                         partitions=partitions, config={"max.message.bytes": str(DEADLETTER_MAX_BYTES)}), group)
@@ -210,6 +220,36 @@ def create_app(settings: Settings, detectors: list[Detector], partitions: int) -
                 if value is not None and (ask is None or ask(signal)):
                     outbox.send(routes[key][0].get_topic_name(), None, payload,
                                 partition=route_partition(model_key(signal, value), partitions))
+
+    last_tallies = [time.monotonic()]
+
+    def send_tallies() -> None:
+        """Send the tallies of what the ingest folded since the last time, one routed message per route
+        partition, through the outbox: on the broker before the partials that forgot them are saved."""
+        last_tallies[0] = time.monotonic()
+        forward: dict[tuple[str, int], list[bytes]] = defaultdict(list)
+        for partition in inline.engine.tally_partitions():
+            def failed(record: State, exc: Exception, partition: int = partition) -> None:
+                # A detector's bug: the partial is dead-lettered where its latest event came from.
+                slot, offset = max(record["pos"].items(), key=lambda each: each[1], default=(t.inference, -1))
+                log.exception("a detector failed to tally a partial of partition %d; dead-lettered", partition)
+                detector_failed(Raw(slot.rpartition(":")[0] or slot, partition, offset, None,
+                                    orjson.dumps(record["state"])), exc)
+
+            inline.store.at(partition)
+            for tally in inline.engine.tallies(inline.store, partition, failed):
+                key = tallying[tally.rule]
+                forward[(key, route_partition(model_key(tally, tally.value), partitions))].append(
+                    routed_item(None, DIGEST, tally.to_json()))
+        for (key, partition), items in forward.items():
+            for message in routed_messages(items, ROUTED_MAX_BYTES):
+                outbox.send(routes[key][0].get_topic_name(), None, message, partition=partition)
+
+    if tallying:
+        @app.timer(settings.tally_interval)
+        async def tally_when_quiet() -> None:
+            if time.monotonic() - last_tallies[0] >= settings.tally_interval:
+                send_tallies()
 
     def digested(digesters: list[Detector], event: AnyEvent, key_value: str, position: Position,
                  raw: Raw) -> Iterator[bytes]:
@@ -273,6 +313,8 @@ def create_app(settings: Settings, detectors: list[Detector], partitions: int) -
                         bound.extend(digested(digesters, event, key_value, position, raw))
                 inline_items.append((raw.partition, raw, event, position, None))
             handle(inline, inline_items)
+            if tallying and time.monotonic() - last_tallies[0] >= settings.tally_interval:
+                send_tallies()
             for (key, partition), items in forward.items():
                 for message in routed_messages(items, ROUTED_MAX_BYTES):
                     await routes[key][0].send(value=message, partition=partition)
@@ -305,6 +347,9 @@ def _routes_by_kind(routes: dict[PartitionKey, list[Detector]]) -> dict[str, lis
     for kind in get_args(EventKind):
         by_kind[kind] = []
         for key, group in routes.items():
+            group = [d for d in group if not d.tallies]  # these get tallies from the ingest, not events
+            if not group:
+                continue
             taken = any(kind in d.meta.event_kinds for d in group if has_standard_key(d))
             digesters = ([d for d in group if kind in d.meta.event_kinds]
                          if all(d.digest_type is not None for d in group) else None)

@@ -39,7 +39,11 @@ yields a handful of documents rather than a million.
 A detector with a ``digest_type`` learns from digests (``stream.digests``):
 the engine digests each event it takes in place, and in the worker's route
 agents it is handed the digests the worker routed, as events of kind
-``"digest"``.
+``"digest"``. A detector that ``tallies`` has one more record per group and
+partition (key ``<key>\x1fpartition``, under its id with ``TALLY`` appended):
+the partial its events are folded into, position-guarded like any record.
+:meth:`Engine.tallies` makes the tallies of the partials folded into since the
+last call, which the worker routes and replay applies in place.
 
 A building-block detector's findings become signals (``stream.signals``)
 rather than alerts: the worker routes them to the detectors that take them,
@@ -62,6 +66,7 @@ from stream.digests import Digest
 from stream.signals import Signal
 
 PEERS = ".peers"
+TALLY = ".tally"
 
 
 class StateStore(Protocol):
@@ -182,15 +187,20 @@ class _Batch:
             records = self.records[store_id] = {}
         return records
 
-    def fetch(self, detector: Detector, store_id: str, key: str, now: float, peers: bool = False) -> State:
+    def fetch(self, detector: Detector, store_id: str, key: str, now: float, fresh: Callable[[], State] | None = None
+              ) -> State:
         """A record this batch has not fetched yet: from the store, or fresh for a key never seen, idle for
-        the detector's ttl (deleted, or about to be) or written by another version."""
+        the detector's ttl (deleted, or about to be) or written by another version. ``fresh`` makes the
+        state of a record other than the key's own (its peers', its partial)."""
         record = self.store.get(store_id, key)
-        fresh = detector.new_peers if peers else detector.new_state
+        own = fresh is None
+        fresh = fresh or detector.new_state
         if record is None or now - record.get("seen", now) > detector.state_ttl:
             record = {"state": fresh(), "v": detector.meta.version}
-            if not peers:
-                record["pos"], record["alerts"] = {}, {}
+            if own or store_id.endswith(TALLY):
+                record["pos"] = {}
+            if own:
+                record["alerts"] = {}
         elif record.get("v") != detector.meta.version:
             # State restored from an older version of the detector has another shape: start it afresh.
             record["state"], record["v"] = fresh(), detector.meta.version
@@ -210,7 +220,7 @@ class _Lane:
     ``value_of`` computes its partition value (None for a detector with its own ``key``), and
     ``same_key_as`` is the index of an earlier lane with the same key (-1 if none), so that a key
     several detectors are partitioned by is computed once an event. ``digest`` is the detector's
-    own, when it learns from digests and the lane takes events.
+    own, when it learns from digests and the lane takes events; ``fold`` its own, when it tallies them.
     """
 
     detector: Detector
@@ -220,6 +230,7 @@ class _Lane:
     peered: bool
     building_block: bool
     digest: Callable[[Any, str], Any] | None
+    fold: Callable[[State, Any, str], bool] | None
 
 
 def _lanes(detectors: list[Detector], kind: str) -> list[_Lane]:
@@ -235,9 +246,10 @@ def _lanes(detectors: list[Detector], kind: str) -> list[_Lane]:
         same = next((i for i, lane in enumerate(lanes) if shares and lane.value_of is not None
                      and lane.detector.digest_type is None
                      and lane.detector.partition_key == detector.partition_key), -1)
-        digest = detector.digest if detector.digest_type is not None and kind != DIGEST else None
+        takes_events = detector.digest_type is not None and kind != DIGEST
         lanes.append(_Lane(detector, detector.meta.id, value, same, detector.compares_peers,
-                           detector.meta.building_block, digest))
+                           detector.meta.building_block, detector.digest if takes_events and not detector.tallies else None,
+                           detector.fold if takes_events and detector.tallies else None))
     return lanes
 
 
@@ -258,9 +270,13 @@ class Engine:
         naming_growth: float = 0.08,
         max_keys: int = 50_000,
         clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
+        folds: bool = True,
     ) -> None:
+        """``folds``: whether the detectors that tally fold the events they take (replay, the worker's
+        ingest), or only learn from tallies (a route of the worker)."""
         self.detectors = list(detectors)
-        self._lanes = {kind: _lanes([d for d in self.detectors if kind in d.meta.event_kinds], kind)
+        self._lanes = {kind: _lanes([d for d in self.detectors if kind in d.meta.event_kinds
+                                     and (folds or not d.tallies)], kind)
                        for kind in get_args(EventKind)}
         self._lanes[DIGEST] = _lanes([d for d in self.detectors if d.digest_type is not None], DIGEST)
         self.growth = growth
@@ -268,14 +284,20 @@ class Engine:
         self.max_keys = max_keys
         self.clock = clock
         # Detectors by the ids their records are stored under (their own and their peers').
-        self._owners = {d.meta.id: d for d in self.detectors} | {d.meta.id + PEERS: d for d in self.detectors}
+        self._owners = {d.meta.id + suffix: d for d in self.detectors for suffix in ("", PEERS, TALLY)}
         # By partition, then detector id.
         self._recency: dict[int, dict[str, _Recency]] = {}
+        # By partition: the partials folded into since their last tally, by store id and key; and the
+        # partitions whose restored partials have been looked through for one not sent before a restart.
+        self._due: dict[int, dict[tuple[str, str], State]] = {}
+        self._scanned: set[int] = set()
 
     def forget(self, partitions: set[int]) -> None:
         """Partitions moved to another worker: drop their recency index (rebuilt if they come back)."""
         for partition in partitions:
             self._recency.pop(partition, None)
+            self._due.pop(partition, None)
+            self._scanned.discard(partition)
 
     def _recency_of(self, store: StateStore, detector_id: str, partition: int) -> _Recency:
         """The recency index of a partition, rebuilt from the store the first time (after a restart)."""
@@ -320,7 +342,9 @@ class Engine:
         on), or the error is raised when there is no ``failed``.
         """
         step, batch, latest = Step(), _Batch(store, partition), float("-inf")
-        # Per event kind met in this batch: each lane with the records it has fetched (and its peers').
+        due = self._due.setdefault(partition, {})
+        # Per event kind met in this batch: each lane with the records it has fetched (its partials' for a
+        # lane that folds) and its peers'.
         lanes: dict[str, list[tuple]] = {}
         for index, (event, position) in enumerate(items):
             now = event.epoch
@@ -328,11 +352,11 @@ class Engine:
             kind_lanes = lanes.get(event.kind)
             if kind_lanes is None:
                 kind_lanes = lanes[event.kind] = [
-                    (lane, batch.records_of(lane.detector_id),
+                    (lane, batch.records_of(lane.detector_id + (TALLY if lane.fold else "")),
                      batch.records_of(lane.detector_id + PEERS) if lane.peered else None)
                     for lane in self._lanes[event.kind]]
             try:
-                self._apply(event, now, position, kind_lanes, batch, step)
+                self._apply(event, now, position, kind_lanes, batch, step, due)
             except Exception as exc:
                 if failed is None:
                     raise
@@ -351,7 +375,7 @@ class Engine:
         return step
 
     def _apply(self, event: AnyEvent, now: float, position: Position | None, lanes: list[tuple], batch: _Batch,
-               step: Step) -> None:
+               step: Step, due: dict[tuple[str, str], State]) -> None:
         # The hot path of the engine, run per event and detector: a record this batch has fetched
         # is a dict lookup away, and only a miss goes to _Batch.fetch.
         if position is not None:
@@ -367,6 +391,9 @@ class Engine:
                 key = lane.detector.key(event)
             keys.append(key)
             if key is None:
+                continue
+            if lane.fold is not None:  # value is set, as for a lane that digests
+                self._fold(lane, records, key, event, value, now, position, batch, due)
                 continue
             seen = event
             if lane.digest is not None:  # value is set: a lane that digests has the standard key, shared with none
@@ -389,7 +416,7 @@ class Engine:
                 peer_key = f"{event.model.name}\x1f{batch.partition}"
                 peers = peer_records.get(peer_key)
                 if peers is None:
-                    peers = batch.fetch(detector, lane.detector_id + PEERS, peer_key, now, peers=True)
+                    peers = batch.fetch(detector, lane.detector_id + PEERS, peer_key, now, detector.new_peers)
                 elif now > peers["seen"]:
                     peers["seen"] = now
                 findings = detector.update(record["state"], seen, peers["state"])  # type: ignore[call-arg]
@@ -402,12 +429,67 @@ class Engine:
                 else:
                     self._revise(detector, record["alerts"], finding, event, step)
 
+    @staticmethod
+    def _fold(lane: _Lane, records: dict[str, State], key: str, event: AnyEvent, value: str, now: float,
+              position: Position | None, batch: _Batch, due: dict[tuple[str, str], State]) -> None:
+        # The partition is in the key, as for peers: a table holds the partials of all the worker's partitions.
+        key = f"{key}\x1f{batch.partition}"
+        record = records.get(key)
+        store_id = lane.detector_id + TALLY
+        if record is None:
+            record = batch.fetch(lane.detector, store_id, key, now, lane.detector.new_partial)
+        elif now > record["seen"]:
+            record["seen"] = now
+        if position is not None:
+            applied = record["pos"]
+            if applied.get(position.slot, -1) >= position.offset:
+                return
+            applied[position.slot] = position.offset
+        if lane.fold(record["state"], event, value):  # type: ignore[misc]
+            record["due"] = True  # so that a partial restored after a crash is still sent
+            due[(store_id, key)] = record
+
+    def tally_partitions(self) -> list[int]:
+        """The partitions this engine has folded events of (or been handed any) since they were assigned."""
+        return list(self._due)
+
+    def tallies(self, store: StateStore, partition: int = 0,
+                failed: Callable[[State, Exception], None] | None = None) -> list[Digest]:
+        """The tallies of a partition's partials folded into since the last call, for the detectors' routes;
+        the partials forget what they keep only until it is sent, and are to be saved (they are put back).
+
+        The first call for a partition also sends the partials restored with something unsent. A partial
+        whose detector fails to tally it is passed to ``failed`` with the error (or the error is raised);
+        it is tallied again once more is folded into it.
+        """
+        due = self._due.pop(partition, {})
+        if partition not in self._scanned:
+            self._scanned.add(partition)
+            for detector in self.detectors:
+                if detector.tallies:
+                    store_id = detector.meta.id + TALLY
+                    due.update(((store_id, key), record) for key, record in store.items(store_id)
+                               if record.get("due") and record.get("part", 0) == partition)
+        made = []
+        for (store_id, key), record in due.items():
+            try:
+                made.append(self._owners[store_id].tally(record["state"], str(partition)))
+            except Exception as exc:
+                if failed is None:
+                    raise
+                failed(record, exc)
+            record["due"] = False
+            if store.get(store_id, key) is record:  # not deleted as idle meanwhile
+                store.put(store_id, key, record)
+        return made
+
     def settle(self, event: AnyEvent, store: StateStore) -> Step:
         """Apply an event, then the signals it raised to this engine's detectors that take them, and so on."""
         return self.settle_batch([event], store)
 
     def settle_batch(self, events: Sequence[AnyEvent], store: StateStore) -> Step:
-        """Apply events, then the signals they raised to this engine's detectors that take them, and so on.
+        """Apply events, then the signals they raised and the tallies of what they folded to this engine's
+        detectors that take them, and so on.
 
         For one process running every detector (replay, the backtest); the worker routes signals
         to the worker that holds their key instead. Each step is saved as it is made (a signal's
@@ -420,7 +502,7 @@ class Engine:
             step.save(store)
             total.alerts += step.alerts
             total.quarantine += step.quarantine
-            pending = step.signals
+            pending = [*step.signals, *self.tallies(store)]
         return total
 
     def _revise(

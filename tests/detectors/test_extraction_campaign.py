@@ -31,6 +31,14 @@ def campaign(n: int, accounts: int, prefixes: int, confidence: float = 0.6, star
             for i in range(n)]
 
 
+def group_signals(engine: Engine, store: MemoryStore, event, partition: int = 0) -> list:
+    """The signals of the building blocks once an event is folded and its partition's tallies applied."""
+    engine.process(event, store, partition=partition).save(store)
+    step = engine.process_batch([(t, None) for t in engine.tallies(store, partition)], store, partition)
+    step.save(store)
+    return step.signals
+
+
 def evidence(alert):
     return alert["modelsiem"]["evidence"]
 
@@ -75,9 +83,7 @@ def test_a_signal_delivered_twice_counts_once() -> None:
     engine, store = Engine([PrefixGroupDetector(), CohortGroupDetector()]), MemoryStore()
     signals = []
     for e in sorted(population(3000) + campaign(3000, accounts=90, prefixes=12), key=lambda e: e.timestamp):
-        step = engine.process(e, store)
-        step.save(store)
-        signals += step.signals
+        signals += group_signals(engine, store, e)
     campaign_engine, campaign_store = Engine([ExtractionCampaignDetector()]), MemoryStore()
     once = [a for s in signals for a in campaign_engine.settle(s, campaign_store).alerts]
     again = [a for s in signals for a in campaign_engine.settle(s, campaign_store).alerts]
@@ -89,9 +95,7 @@ def test_each_partition_judges_its_groups_against_its_own_peers() -> None:
     def signals(partition_of_bots: int) -> int:
         engine, store, raised = Engine([PrefixGroupDetector()]), MemoryStore(), 0
         for e in sorted(population(3000) + campaign(3000, accounts=90, prefixes=1), key=lambda e: e.timestamp):
-            step = engine.process(e, store, partition=partition_of_bots if e.event_id.startswith("s") else 0)
-            step.save(store)
-            raised += len(step.signals)
+            raised += len(group_signals(engine, store, e, partition_of_bots if e.event_id.startswith("s") else 0))
         return raised
 
     assert signals(partition_of_bots=0) and not signals(partition_of_bots=1)
@@ -150,14 +154,18 @@ def _signal(rule: str, subject: str, seq: int, users: list[str], seconds: float 
 
 def test_a_group_label_forged_on_a_route_topic_reaches_the_signal_clean():
     from detectors.base import partition_value
-    from detectors.extraction_groups import GroupDigest
+    from detectors.extraction_groups import GroupTally
 
     detector = PrefixGroupDetector()
     peers, sybils, findings = detector.new_peers(), detector.new_state(), []
+    partials: dict = {}
     events = sorted(next(e for e in PrefixGroupDetector.examples() if e.alerts).events(), key=lambda e: e.timestamp)
     for event in events:
-        seen = detector.digest(event, partition_value("ip_prefix", event))
-        assert isinstance(seen, GroupDigest)
+        value = partition_value("ip_prefix", event)
+        partial = partials.setdefault(value, detector.new_partial())
+        assert detector.fold(partial, event, value)
+        seen = detector.tally(partial, "0")
+        assert isinstance(seen, GroupTally)
         forged = seen.replace(label="\x1b[2J\u202eevil\r\n" + seen.label)
         state = sybils if seen.value == "203.0.113.0/24" else detector.new_state()
         findings += detector.update(state, forged, peers)

@@ -18,9 +18,10 @@ from detectors.testing import feedback, inference
 from tests.integration.conftest import committed_all, read_topic, wait_until
 
 PLUGIN = '''
-from detectors.extraction_groups import GroupDigest, PrefixGroupDetector
+from detectors.extraction_groups import GroupTally, PrefixGroupDetector
 from detectors.feedback_surge import FeedbackSurgeDetector
 from detectors.query_rate import QueryRateDetector
+from stream.digests import Digest
 
 
 class FailsInline(QueryRateDetector):
@@ -41,22 +42,43 @@ class FailsRouted(FeedbackSurgeDetector):
         return super().update(state, event)
 
 
-class FailsDigestDigest(GroupDigest, tag="fails_digest"):
-    pass
+class FailsDigestDigest(Digest, tag="fails_digest"):
+    principal: str
 
 
 class FailsDigest(PrefixGroupDetector):
     meta = PrefixGroupDetector.meta.model_copy(update={"id": "fails_digest"})
     digest_type = FailsDigestDigest
+    tallies = False
 
     def digest(self, event, value):
         if event.principal.id == "explode-digest":
             raise RuntimeError("digest bug")
-        return super().digest(event, value)
+        return FailsDigestDigest(value=value, timestamp=event.timestamp, model=event.model,
+                                 principal=event.principal.id)
 
     def update(self, state, seen, peers=None):
         if seen.principal == "explode-route":
             raise RuntimeError("digest route bug")
+        return ()
+
+
+class FailsTallyTally(GroupTally, tag="fails_tally"):
+    pass
+
+
+class FailsTally(PrefixGroupDetector):
+    meta = PrefixGroupDetector.meta.model_copy(update={"id": "fails_tally"})
+    digest_type = FailsTallyTally
+
+    def fold(self, partial, event, value):
+        if event.principal.id == "explode-fold":
+            raise RuntimeError("fold bug")
+        return super().fold(partial, event, value)
+
+    def update(self, state, seen, peers=None):
+        if "explode-tally" in seen.members:
+            raise RuntimeError("tally route bug")
         return super().update(state, seen, peers)
 '''
 
@@ -72,10 +94,11 @@ def _install_plugin(isolated) -> None:
         fails_inline = failing_detectors:FailsInline
         fails_routed = failing_detectors:FailsRouted
         fails_digest = failing_detectors:FailsDigest
+        fails_tally = failing_detectors:FailsTally
         """))
     env = isolated.env
     env["PYTHONPATH"] = str(site) + (":" + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-    env["MODELSIEM_DETECTORS"] = '["query_rate", "fails_inline", "fails_routed", "fails_digest"]'
+    env["MODELSIEM_DETECTORS"] = '["query_rate", "fails_inline", "fails_routed", "fails_digest", "fails_tally"]'
 
 
 def test_detector_failures_and_bad_routed_messages_are_dead_lettered_one_by_one(isolated, spawn):
@@ -84,7 +107,7 @@ def test_detector_failures_and_bad_routed_messages_are_dead_lettered_one_by_one(
     ensure_topics(s)
     _install_plugin(isolated)
     worker = spawn("worker")
-    route = f"{s.app_id}-route-fingerprint"
+    route, prefix_route = f"{s.app_id}-route-fingerprint", f"{s.app_id}-route-ip_prefix"
     wait_until(lambda: route in AdminClient(s.kafka.client_config()).list_topics(timeout=10).topics, 120,
                "the worker's route topic", worker.assert_running)
 
@@ -95,7 +118,10 @@ def test_detector_failures_and_bad_routed_messages_are_dead_lettered_one_by_one(
     answered = {"principal_fields": {"ip": "203.0.113.9"}, "output": {"confidence": 0.6}}
     digest_bug = inference("boom-3", 12, principal="explode-digest", **answered).to_dict()
     digest_route_bug = inference("boom-4", 13, principal="explode-route", **answered).to_dict()
-    publish_events(s, [inline_bug, routed_bug, *fine, digest_bug, digest_route_bug])
+    # A tally plugin failing where it folds (at ingest), and where it learns from the tally (its route).
+    fold_bug = inference("boom-5", 14, principal="explode-fold", **answered).to_dict()
+    tally_route_bug = inference("boom-6", 15, principal="explode-tally", **answered).to_dict()
+    publish_events(s, [inline_bug, routed_bug, *fine, digest_bug, digest_route_bug, fold_bug, tally_route_bug])
     # What another writer may put on a route topic: not a routed message at all, and a routed event the
     # contract rejects.
     not_routed = b"this is not a routed message"
@@ -110,10 +136,10 @@ def test_detector_failures_and_bad_routed_messages_are_dead_lettered_one_by_one(
     publish_events(s, [inference(f"f{i}", 3600 + 10 + i * 0.05, principal="flooder").to_dict()
                        for i in range(threshold)])
 
-    dead = wait_until(lambda: (m := read_topic(s, t.deadletter)) and len(m) >= 6 and m, 180,
-                      "six dead-letter records", worker.assert_running)
+    dead = wait_until(lambda: (m := read_topic(s, t.deadletter)) and len(m) >= 8 and m, 180,
+                      "eight dead-letter records", worker.assert_running)
     records = {m.value(): {k: v.decode() for k, v in m.headers()} for m in dead}
-    assert len(dead) == 6 and len(records) == 6, [m.value()[:80] for m in dead]
+    assert len(dead) == 8 and len(records) == 8, [m.value()[:80] for m in dead]
 
     inline = records[orjson.dumps(inline_bug)]
     assert inline[DLQ_STAGE] == "engine" and "RuntimeError: inline detector bug" in inline[DLQ_REASON]
@@ -132,14 +158,20 @@ def test_detector_failures_and_bad_routed_messages_are_dead_lettered_one_by_one(
     assert undigested[DLQ_STAGE] == "engine" and "RuntimeError: digest bug" in undigested[DLQ_REASON]
     assert undigested[DLQ_TOPIC] == t.inference
     # What failed on its route is the digest, dead-lettered at the place its event entered Kafka.
-    [(digest, where)] = [(v, h) for v, h in records.items() if b"explode-route" in v]
+    [(digest, where)] = [(v, h) for v, h in records.items() if b"explode-route" in v and b"fails_digest" in v]
     assert orjson.loads(digest)[:2] == ["fails_digest", "203.0.113.0/24"]
     assert where[DLQ_STAGE] == "engine" and "RuntimeError: digest route bug" in where[DLQ_REASON]
     assert where[DLQ_TOPIC] == t.inference and int(where[DLQ_OFFSET]) >= 0
+    unfolded = records[orjson.dumps(fold_bug)]
+    assert unfolded[DLQ_STAGE] == "engine" and "RuntimeError: fold bug" in unfolded[DLQ_REASON]
+    # What failed on its route is the tally, which came from no one place: dead-lettered where it was read.
+    [(tally, where)] = [(v, h) for v, h in records.items() if b"explode-tally" in v and b"fails_tally" in v]
+    assert orjson.loads(tally)[:2] == ["fails_tally", "203.0.113.0/24"]
+    assert where[DLQ_STAGE] == "engine" and "RuntimeError: tally route bug" in where[DLQ_REASON]
+    assert where[DLQ_TOPIC] == prefix_route and int(where[DLQ_OFFSET]) >= 0
 
     alerts = wait_until(lambda: read_topic(s, t.alerts), 120, "the flood's alert", worker.assert_running)
     assert {orjson.loads(m.value())["user"]["name"] for m in alerts} == {"flooder"}
     # Both agents went past what they dead-lettered: every event and routed message is committed.
-    prefix_route = f"{s.app_id}-route-ip_prefix"
     wait_until(lambda: committed_all(s, s.app_id, [t.inference, t.feedback, route, prefix_route]), 120,
                "the worker to commit every message", worker.assert_running)

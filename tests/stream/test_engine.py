@@ -202,10 +202,10 @@ def test_a_detector_failure_is_reported_and_the_batch_goes_on() -> None:
 def test_a_building_block_signals_numpy_numbers_and_fails_on_its_event_for_what_json_cannot_carry() -> None:
     import numpy as np
 
-    from detectors.extraction_groups import PrefixGroupDetector
     from detectors.base import Finding
+    from tests.seen_digest import PrefixSeenDetector
 
-    class Evidence(PrefixGroupDetector):
+    class Evidence(PrefixSeenDetector):
         def update(self, state, event, peers):
             value = {"odd": 1j} if event.event_id == "e1" else {"share": np.float64(0.5), "n": np.int64(3),
                                                                  "even": np.bool_(False)}
@@ -270,12 +270,13 @@ def test_a_route_applying_digests_signals_as_the_engine_digesting_the_events_in_
 
     from detectors.base import partition_value
     from detectors.extraction_groups import PrefixGroupDetector
+    from tests.seen_digest import PrefixSeenDetector
 
-    detector = PrefixGroupDetector()
+    detector = PrefixSeenDetector()
     # The attack, and an event that says nothing of what was asked or answered: it is not routed.
     attack = [*next(e for e in PrefixGroupDetector.examples() if e.alerts).events(),
               inference("bare", 3600, principal_fields={"ip": "203.0.113.1"})]
-    in_place = Engine([PrefixGroupDetector()]).process_batch([(e, None) for e in attack], MemoryStore())
+    in_place = Engine([PrefixSeenDetector()]).process_batch([(e, None) for e in attack], MemoryStore())
     routed = []
     for offset, event in enumerate(attack):
         value = partition_value("ip_prefix", event)
@@ -283,9 +284,53 @@ def test_a_route_applying_digests_signals_as_the_engine_digesting_the_events_in_
         if seen is not None:
             routed.append((msgspec.json.decode(seen.to_json(), type=detector.digest_type),
                            Position("events", 0, offset)))
-    route, store = Engine([PrefixGroupDetector()]), MemoryStore()
+    route, store = Engine([PrefixSeenDetector()]), MemoryStore()
     first = route.process_batch(routed[:300], store)
     first.save(store)
     again = route.process_batch(routed[200:], store)  # after a crash: the last 100 re-delivered
     assert in_place.signals and len(routed) == len(attack) - 1
     assert [s.to_json() for s in first.signals + again.signals] == [s.to_json() for s in in_place.signals]
+
+
+def test_a_route_learning_from_tallies_counts_each_event_once() -> None:
+    """Tallies an ingest engine makes of the events it folds (at their positions, read back from JSON) raise
+    on a route the signals of one engine folding in place; tallies sent twice, and the tallies of a
+    re-delivered stretch after a crash, add nothing."""
+    import copy
+
+    import msgspec
+
+    from detectors.extraction_groups import PrefixGroupDetector, PrefixTally
+
+    events = sorted(next(e for e in PrefixGroupDetector.examples() if e.alerts).events(), key=lambda e: e.timestamp)
+    batches = [list(enumerate(events))[i:i + 40] for i in range(0, len(events), 40)]
+
+    def settled(engine: Engine, store: MemoryStore, tallies: list) -> list[bytes]:
+        step = engine.process_batch([(each, None) for each in tallies], store)
+        step.save(store)
+        return [signal.to_json() for signal in step.signals]
+
+    in_place, store, expected = Engine([PrefixGroupDetector()]), MemoryStore(), []
+    for batch in batches:
+        in_place.process_batch([(e, None) for _, e in batch], store).save(store)
+        expected += settled(in_place, store, in_place.tallies(store))
+
+    ingest, route = Engine([PrefixGroupDetector()]), Engine([PrefixGroupDetector()], folds=False)
+    ingested, routed, got = MemoryStore(), MemoryStore(), []
+    checkpoint = None
+    for index, batch in enumerate(batches):
+        if index == len(batches) // 2:
+            checkpoint = copy.deepcopy(ingested.records)
+        ingest.process_batch([(e, Position("events", 0, offset)) for offset, e in batch], ingested).save(ingested)
+        sent = [msgspec.json.decode(t.to_json(), type=PrefixTally) for t in ingest.tallies(ingested)]
+        got += settled(route, routed, sent + sent)
+    assert expected and got == expected
+    # A crash: the ingest restarts from its checkpoint, and the events since are delivered and tallied again.
+    ingest, ingested.records = Engine([PrefixGroupDetector()]), checkpoint
+    for batch in batches[len(batches) // 2:]:
+        ingest.process_batch([(e, Position("events", 0, offset)) for offset, e in batch], ingested).save(ingested)
+        assert settled(route, routed, ingest.tallies(ingested)) == []
+    group = routed.records["extraction_prefix"]["spam-filter\x1f203.0.113.0/24"]["state"]
+    assert group["n"] == sum(1 for e in events if e.principal.ip and e.principal.ip.startswith("203.0.113."))
+
+

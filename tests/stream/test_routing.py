@@ -8,7 +8,7 @@ import orjson
 from aiokafka.partitioner import DefaultPartitioner
 
 from detectors.extraction_campaign import ExtractionCampaignDetector
-from detectors.extraction_groups import CohortDigest, CohortGroupDetector, PrefixDigest, PrefixGroupDetector
+from detectors.extraction_groups import CohortGroupDetector, CohortTally, PrefixGroupDetector, PrefixTally
 from detectors.feedback_drift import FeedbackDriftDetector
 from detectors.testing import feedback, inference
 import pytest
@@ -19,6 +19,7 @@ from stream.engine import Position
 from stream.routing import letter, route_partition, routed_item, routed_messages, unpack
 from stream.signals import Signal
 from stream.skipped import Raw
+from tests.seen_digest import PrefixSeenDetector
 
 
 def test_a_routed_message_yields_its_events_as_they_arrived_with_their_source_positions():
@@ -137,26 +138,31 @@ def test_routes_are_resolved_by_event_kind_once():
     assert [(key, ask is None) for key, _, ask, _ in by_kind["signal"]] == [("model", True), ("tenant", False)]
 
 
-def test_routes_of_detectors_that_learn_from_digests_carry_digests():
-    by_kind = _routes_by_kind({"ip_prefix": [PrefixGroupDetector()], "cohort": [CohortGroupDetector()],
-                               "model": [ExtractionCampaignDetector()]})
+def test_routes_of_detectors_that_learn_from_digests_carry_digests_and_of_those_that_tally_nothing():
+    by_kind = _routes_by_kind({"ip_prefix": [PrefixSeenDetector(), PrefixGroupDetector()],
+                               "cohort": [CohortGroupDetector()], "model": [ExtractionCampaignDetector()]})
+    # The detectors that tally get tallies from the ingest: the cohort route takes no event at all.
     assert [(key, [d.meta.id for d in digesters]) for key, _, _, digesters in by_kind["inference"]] == [
-        ("ip_prefix", ["extraction_prefix"]), ("cohort", ["extraction_cohort"])]
+        ("ip_prefix", ["prefix_seen"])]
     assert [(key, digesters) for key, _, _, digesters in by_kind["signal"]] == [("model", None)]
 
 
-def test_a_digest_travels_in_a_routed_message_and_is_validated_by_the_route_it_reaches():
+def test_a_tally_travels_in_a_routed_message_and_is_validated_by_the_route_it_reaches():
     detector = PrefixGroupDetector()
     event = inference("i1", 0, principal="p\u202e", principal_fields={"ip": "203.0.113.9"}, output={"confidence": 0.6})
-    seen = detector.digest(event, "203.0.113.0/24")
-    [message] = routed_messages([routed_item(Position("events", 2, 7), "digest", seen.to_json())], 1024)
+    partial = detector.new_partial()
+    assert detector.fold(partial, event, "203.0.113.0/24")
+    seen = detector.tally(partial, "2")
+    [message] = routed_messages([routed_item(None, "digest", seen.to_json())], 1024)
     [(position, kind, value)] = unpack(Raw("app-route-ip_prefix", 0, 5, None, message))
-    assert position == Position("events", 2, 7) and kind == "digest"
-    assert digest_decoder([PrefixDigest])(value) == seen
+    assert position is None and kind == "digest"
+    assert digest_decoder([PrefixTally])(value) == seen
     # Another route's detectors, or none that digests, reject it with a reason naming no value of it.
-    assert digest_decoder([CohortDigest])(value).reason == "invalid digest event: [0]: names no detector of this route"
+    assert digest_decoder([CohortTally])(value).reason == "invalid digest event: [0]: names no detector of this route"
     assert digest_decoder([])(value).reason == "invalid digest event: no detector of this route learns from digests"
-    # A hostile writer's digest: a principal past the identifier bound.
+    # A hostile writer's tally: an account past the identifier bound, a negative count.
     forged = value.replace('"p\u202e"'.encode(), b'"' + b"x" * 300 + b'"')
     assert forged != value
-    assert digest_decoder([PrefixDigest])(forged).reason.startswith("invalid digest event: [4]: Expected `str` of length")
+    assert digest_decoder([PrefixTally])(forged).reason.startswith("invalid digest event: [8][0]: Expected `str` of length")
+    negative = orjson.dumps([*orjson.loads(value)[:6], -1, *orjson.loads(value)[7:]])
+    assert digest_decoder([PrefixTally])(negative).reason == "invalid digest event: [6]: Expected `int` >= 0"
