@@ -36,7 +36,7 @@ import numpy as np
 import orjson
 from confluent_kafka import Consumer, TopicPartition
 
-from connectors.kafka import ensure_topics, producer
+from connectors.kafka import admin, ensure_topics, producer
 from detectors.registry import build
 from modelsiem.children import stop
 from modelsiem.scenarios import simulate
@@ -250,9 +250,30 @@ def _routes(settings: Settings) -> list[str]:
     return [f"{settings.app_id}-route-{key}" for key in {d.partition_key for d in build()} - {"principal"}]
 
 
+def drop_topics(settings: Settings, prefix: str) -> int:
+    """Delete every topic whose name starts with ``prefix``; how many there were.
+
+    A benchmark's topics (events, routes, changelogs: about forty a run) would otherwise stay on the
+    cluster, and every faust worker's metadata refreshes decode all topics: the next runs would be slower.
+    """
+    client = admin(settings)
+    names = [name for name in client.list_topics(timeout=30).topics if name.startswith(prefix)]
+    for future in client.delete_topics(names, operation_timeout=60).values() if names else ():
+        future.result()
+    return len(names)
+
+
 def bench(settings: Settings, events: int = 1_000_000, seed: int = 1, latency_seconds: float = 30.0,
           workers: int = 1) -> dict[str, Any]:
     tag = uuid.uuid4().hex[:8]
+    try:
+        return _bench(settings, tag, events, seed, latency_seconds, workers)
+    finally:
+        drop_topics(settings, f"bench-{tag}")
+
+
+def _bench(settings: Settings, tag: str, events: int, seed: int, latency_seconds: float,
+           workers: int) -> dict[str, Any]:
     bench_settings, env = _bench_settings(settings, tag)
     ensure_topics(bench_settings)
     total = _produce(bench_settings, _mixed_events(events, seed))
