@@ -177,9 +177,11 @@ class _GroupDetector(Detector):
             return False
         now = event.epoch
         if partial["start"] is None:
-            partial.update(start=now, value=value, label=self.label(event, value))
-        partial["t"] = max(partial["t"], now)
-        partial["model"] = [event.model.name, event.model.version]
+            partial.update(start=now, value=value, label=self.label(event, value), model=[event.model.name, None])
+        if now > partial["t"]:
+            partial["t"] = now
+        if partial["model"][1] != event.model.version:  # the latest, as a digest would carry
+            partial["model"] = [event.model.name, event.model.version]
         partial["n"] += 1
         partial["unsure"] += margin < self.params.unsure_margin
         new, principal = partial["new"], event.principal.id

@@ -173,11 +173,12 @@ class _Recency:
 class _Batch:
     """The records one batch has fetched, by detector id and key: each is put back once, at the batch's end."""
 
-    __slots__ = ("store", "partition", "records")
+    __slots__ = ("store", "partition", "suffix", "records")
 
     def __init__(self, store: StateStore, partition: int) -> None:
         self.store = store
         self.partition = partition
+        self.suffix = f"\x1f{partition}"  # of a key the partition is part of (peers, partials)
         self.records: dict[str, dict[str, State]] = {}
 
     def records_of(self, store_id: str) -> dict[str, State]:
@@ -378,8 +379,7 @@ class Engine:
                step: Step, due: dict[tuple[str, str], State]) -> None:
         # The hot path of the engine, run per event and detector: a record this batch has fetched
         # is a dict lookup away, and only a miss goes to _Batch.fetch.
-        if position is not None:
-            slot, offset = position.slot, position.offset
+        slot, offset = (position.slot, position.offset) if position is not None else (None, -1)
         keys: list[str | None] = []
         for lane, records, peer_records in lanes:
             if lane.same_key_as >= 0:
@@ -393,7 +393,7 @@ class Engine:
             if key is None:
                 continue
             if lane.fold is not None:  # value is set, as for a lane that digests
-                self._fold(lane, records, key, event, value, now, position, batch, due)
+                self._fold(lane, records, key, event, value, now, slot, offset, batch, due)
                 continue
             seen = event
             if lane.digest is not None:  # value is set: a lane that digests has the standard key, shared with none
@@ -405,7 +405,7 @@ class Engine:
                 record = batch.fetch(lane.detector, lane.detector_id, key, now)
             elif now > record["seen"]:
                 record["seen"] = now
-            if position is not None:
+            if slot is not None:
                 applied = record["pos"]
                 if applied.get(slot, -1) >= offset:
                     continue
@@ -413,7 +413,7 @@ class Engine:
             detector = lane.detector
             if lane.peered:
                 # The partition is in the key: a table holds the keys of all the worker's partitions in one dict.
-                peer_key = f"{event.model.name}\x1f{batch.partition}"
+                peer_key = event.model.name + batch.suffix
                 peers = peer_records.get(peer_key)
                 if peers is None:
                     peers = batch.fetch(detector, lane.detector_id + PEERS, peer_key, now, detector.new_peers)
@@ -431,20 +431,20 @@ class Engine:
 
     @staticmethod
     def _fold(lane: _Lane, records: dict[str, State], key: str, event: AnyEvent, value: str, now: float,
-              position: Position | None, batch: _Batch, due: dict[tuple[str, str], State]) -> None:
+              slot: str | None, offset: int, batch: _Batch, due: dict[tuple[str, str], State]) -> None:
         # The partition is in the key, as for peers: a table holds the partials of all the worker's partitions.
-        key = f"{key}\x1f{batch.partition}"
+        key += batch.suffix
         record = records.get(key)
         store_id = lane.detector_id + TALLY
         if record is None:
             record = batch.fetch(lane.detector, store_id, key, now, lane.detector.new_partial)
         elif now > record["seen"]:
             record["seen"] = now
-        if position is not None:
+        if slot is not None:
             applied = record["pos"]
-            if applied.get(position.slot, -1) >= position.offset:
+            if applied.get(slot, -1) >= offset:
                 return
-            applied[position.slot] = position.offset
+            applied[slot] = offset
         if lane.fold(record["state"], event, value):  # type: ignore[misc]
             record["due"] = True  # so that a partial restored after a crash is still sent
             due[(store_id, key)] = record
