@@ -9,6 +9,12 @@ from that instead of the event. The worker then routes digests, about a tenth
 of an event's bytes, and only of the events the detector learns from; replay
 and the backtest digest each event in place, so both see the same values.
 
+A detector whose evidence adds up (counts, sets of accounts) can instead tally
+(``Detector.tallies``): the engine folds each event into a partial of its
+group and ingest partition, and what travels is a tally of the partial, one
+per group now and then rather than one per event; the tally type is the
+detector's digest type, so the route agents read both alike.
+
 Each detector has its own digest type, tagged with its id (the first item of
 the digest's JSON array), so that the route agents, which validate digests like
 events (anyone who can write to Kafka can write to the route topics), know
