@@ -248,9 +248,10 @@ def _lanes(detectors: list[Detector], kind: str) -> list[_Lane]:
                      and lane.detector.digest_type is None
                      and lane.detector.partition_key == detector.partition_key), -1)
         takes_events = detector.digest_type is not None and kind != DIGEST
+        digest = detector.digest if takes_events and not detector.tallies else None
+        fold = detector.fold if takes_events and detector.tallies else None
         lanes.append(_Lane(detector, detector.meta.id, value, same, detector.compares_peers,
-                           detector.meta.building_block, detector.digest if takes_events and not detector.tallies else None,
-                           detector.fold if takes_events and detector.tallies else None))
+                           detector.meta.building_block, digest, fold))
     return lanes
 
 
@@ -450,7 +451,7 @@ class Engine:
             due[(store_id, key)] = record
 
     def tally_partitions(self) -> list[int]:
-        """The partitions this engine has folded events of (or been handed any) since they were assigned."""
+        """The partitions this engine has applied a batch of since it last made their tallies."""
         return list(self._due)
 
     def tallies(self, store: StateStore, partition: int = 0,

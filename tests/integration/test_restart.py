@@ -35,7 +35,12 @@ def test_worker_killed_and_restarted_keeps_detector_state(isolated, spawn):
     publish_events(s, _events(THRESHOLD - 50, 50))
     # The alert must come from the last event: a worker that forgot the first events would not alert
     # at all, one that counted some twice would alert on an earlier event.
-    alerts = wait_until(lambda: read_topic(s, s.topics.alerts), 180, "the alert", worker.assert_running)
+    try:
+        alerts = wait_until(lambda: read_topic(s, s.topics.alerts), 180, "the alert", worker.assert_running)
+    except AssertionError as exc:  # say which way it failed: state lost (all consumed) or the worker stalled
+        consumed = committed_all(s, s.app_id, event_topics)
+        raise AssertionError(f"{exc}; the restarted worker {'committed' if consumed else 'did not commit'} "
+                             "every event") from exc
     first = orjson.loads(alerts[0].value())
     last_event = _events(THRESHOLD - 1, 1)[0]
     assert first["@timestamp"][:23] == last_event["timestamp"][:23]
