@@ -221,7 +221,9 @@ class _Lane:
     ``value_of`` computes its partition value (None for a detector with its own ``key``), and
     ``same_key_as`` is the index of an earlier lane with the same key (-1 if none), so that a key
     several detectors are partitioned by is computed once an event. ``digest`` is the detector's
-    own, when it learns from digests and the lane takes events; ``fold`` its own, when it tallies them.
+    own, when it learns from digests and the lane takes events; ``fold`` its own, when it tallies them,
+    and then its records are its partials: ``store_id`` is where its records are stored, ``fresh`` makes
+    the state of one other than a key's own (None for a key's own).
     """
 
     detector: Detector
@@ -232,6 +234,8 @@ class _Lane:
     building_block: bool
     digest: Callable[[Any, str], Any] | None
     fold: Callable[[State, Any, str], bool] | None
+    store_id: str
+    fresh: Callable[[], State] | None
 
 
 def _lanes(detectors: list[Detector], kind: str) -> list[_Lane]:
@@ -251,7 +255,8 @@ def _lanes(detectors: list[Detector], kind: str) -> list[_Lane]:
         digest = detector.digest if takes_events and not detector.tallies else None
         fold = detector.fold if takes_events and detector.tallies else None
         lanes.append(_Lane(detector, detector.meta.id, value, same, detector.compares_peers,
-                           detector.meta.building_block, digest, fold))
+                           detector.meta.building_block, digest, fold,
+                           detector.meta.id + (TALLY if fold else ""), detector.new_partial if fold else None))
     return lanes
 
 
@@ -354,7 +359,7 @@ class Engine:
             kind_lanes = lanes.get(event.kind)
             if kind_lanes is None:
                 kind_lanes = lanes[event.kind] = [
-                    (lane, batch.records_of(lane.detector_id + (TALLY if lane.fold else "")),
+                    (lane, batch.records_of(lane.store_id),
                      batch.records_of(lane.detector_id + PEERS) if lane.peered else None)
                     for lane in self._lanes[event.kind]]
             try:
@@ -393,17 +398,18 @@ class Engine:
             keys.append(key)
             if key is None:
                 continue
-            if lane.fold is not None:  # value is set, as for a lane that digests
-                self._fold(lane, records, key, event, value, now, slot, offset, batch, due)
-                continue
             seen = event
             if lane.digest is not None:  # value is set: a lane that digests has the standard key, shared with none
                 seen = lane.digest(event, value)
                 if seen is None:
                     continue
+            elif lane.fold is not None:
+                # Its record is the partial, the partition in the key as for peers: a table holds the partials
+                # of all the worker's partitions.
+                key += batch.suffix
             record = records.get(key)
             if record is None:
-                record = batch.fetch(lane.detector, lane.detector_id, key, now)
+                record = batch.fetch(lane.detector, lane.store_id, key, now, lane.fresh)
             elif now > record["seen"]:
                 record["seen"] = now
             if slot is not None:
@@ -411,6 +417,11 @@ class Engine:
                 if applied.get(slot, -1) >= offset:
                     continue
                 applied[slot] = offset
+            if lane.fold is not None:  # value is set, as for a lane that digests
+                if lane.fold(record["state"], event, value):
+                    record["due"] = True  # so that a partial restored after a crash is still sent
+                    due[(lane.store_id, key)] = record
+                continue
             detector = lane.detector
             if lane.peered:
                 # The partition is in the key: a table holds the keys of all the worker's partitions in one dict.
@@ -429,26 +440,6 @@ class Engine:
                     step.signals.append(_signal(lane.detector_id, record["sig"], finding, seen))
                 else:
                     self._revise(detector, record["alerts"], finding, event, step)
-
-    @staticmethod
-    def _fold(lane: _Lane, records: dict[str, State], key: str, event: AnyEvent, value: str, now: float,
-              slot: str | None, offset: int, batch: _Batch, due: dict[tuple[str, str], State]) -> None:
-        # The partition is in the key, as for peers: a table holds the partials of all the worker's partitions.
-        key += batch.suffix
-        record = records.get(key)
-        store_id = lane.detector_id + TALLY
-        if record is None:
-            record = batch.fetch(lane.detector, store_id, key, now, lane.detector.new_partial)
-        elif now > record["seen"]:
-            record["seen"] = now
-        if slot is not None:
-            applied = record["pos"]
-            if applied.get(slot, -1) >= offset:
-                return
-            applied[slot] = offset
-        if lane.fold(record["state"], event, value):  # type: ignore[misc]
-            record["due"] = True  # so that a partial restored after a crash is still sent
-            due[(store_id, key)] = record
 
     def tally_partitions(self) -> list[int]:
         """The partitions this engine has applied a batch of since it last made their tallies."""
