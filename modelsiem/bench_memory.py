@@ -2,7 +2,9 @@
 
 What it measures: the engine's keyed state in memory (the records, the
 recency index), which is what the worker's faust in-memory tables hold, run as
-the worker runs it: one engine per partition-key lane, keys spread over
+the worker runs it: one engine for the ingest (the detectors keyed by
+principal, and the folding of those that tally, whose tallies go to their own
+lane after every event) and one per other partition key, keys spread over
 ``partitions`` partitions (crc32, not Kafka's murmur2), a source position in
 every record. Every event comes from a principal id never seen before, with a
 random IP and, for feedback, a random item fingerprint; event time advances
@@ -39,7 +41,7 @@ import numpy as np
 from detectors.base import partition_value
 from detectors.registry import build
 from modelsiem.scenarios.traffic import feedback, inference, make_principal
-from stream.engine import Engine, MemoryStore, Position
+from stream.engine import TALLY, Engine, MemoryStore, Position
 from stream.events import EVENT_TYPES
 
 START = datetime(2026, 1, 1, tzinfo=timezone.utc)
@@ -73,35 +75,48 @@ def flood_events(rng: np.random.Generator, count: int, start: datetime, feedback
 def flood(detector_ids: list[str], events: int, max_keys: int, partitions: int, seed: int = 1,
           feedback_share: float = FEEDBACK_SHARE, samples: int = 40) -> dict[str, Any]:
     """Run the detectors over a flood of ``events`` in this process; the figures of one run."""
+    detectors = build(detector_ids)
     lanes = defaultdict(list)
-    for d in build(detector_ids):
+    for d in detectors:
         lanes[d.partition_key].append(d)
-    engines = {key: Engine(group, max_keys=max_keys) for key, group in lanes.items()}
-    ids = [d.meta.id for group in lanes.values() for d in group]
+    # As in the worker: detectors that tally fold where the events arrive (with the principal's detectors),
+    # and learn from the tallies on their own lane.
+    tallying = {d.meta.id: d for d in detectors if d.tallies}
+    ingest = Engine([*lanes.pop("principal", []), *tallying.values()], max_keys=max_keys)
+    engines = {key: Engine(group, max_keys=max_keys, folds=False) for key, group in lanes.items()}
+    ids = [d.meta.id for d in detectors] + [d + TALLY for d in tallying]
     store, offsets = MemoryStore(), defaultdict(int)
     peak_keys = dict.fromkeys(ids, 0)
     live = lambda: {d: len(store.records.get(d, {})) for d in ids}  # noqa: E731
     bound = max_keys * partitions
 
+    def apply(engine: Engine, event, partition: int, position: Position | None) -> None:  # type: ignore[no-untyped-def]
+        step = engine.process(event, store, position, partition)
+        step.save(store)
+        for signal in step.signals:  # to the lane that correlates them, as the worker routes them
+            for other in engines.values():
+                other.settle(signal, store)
+
     def process(event) -> None:  # type: ignore[no-untyped-def]
+        part = zlib.crc32(event.principal.id.encode()) % partitions
+        offsets[event.kind, part] += 1
+        apply(ingest, event, part, Position(event.kind, part, offsets[event.kind, part]))
+        for tally in ingest.tallies(store, part):  # after every event: the most a worker sends
+            apply(engines[tallying[tally.rule].partition_key], tally,
+                  zlib.crc32(tally.value.encode()) % partitions, None)
         for key, engine in engines.items():
-            value = event.principal.id if key == "principal" else partition_value(key, event)
-            if value is None or all(d.key(event) is None for d in engine.detectors):
+            value = partition_value(key, event)
+            if value is None or all(d.key(event) is None for d in engine.detectors if not d.tallies):
                 continue
             part = zlib.crc32(value.encode()) % partitions
-            topic = event.kind if key == "principal" else f"route-{key}"
-            offsets[topic, part] += 1
-            step = engine.process(event, store, Position(topic, part, offsets[topic, part]))
-            step.save(store)
-            for signal in step.signals:  # to the lane that correlates them, as the worker routes them
-                for other in engines.values():
-                    other.settle(signal, store)
+            offsets[f"route-{key}", part] += 1
+            apply(engine, event, part, Position(f"route-{key}", part, offsets[f"route-{key}", part]))
         for d, n in live().items():
             peak_keys[d] = max(peak_keys[d], n)
 
     rng, every = np.random.default_rng(seed), max(1, events // samples)
     warmup, quarters = max(1, events // 100), {events * q // 4: f"{25 * q}%" for q in range(1, 5)}
-    principal_ids = [d.meta.id for d in lanes.get("principal", [])]
+    principal_ids = [d.meta.id for d in ingest.detectors if d.partition_key == "principal"]
     base: tuple[int, dict[str, int]] = (0, {})
     last_below: tuple[int, dict[str, int]] | None = None  # the last sample with every detector below 90% of its bound
     rss_at, keys_at = {}, {}

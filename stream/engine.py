@@ -282,6 +282,7 @@ class Engine:
         """``folds``: whether the detectors that tally fold the events they take (replay, the worker's
         ingest), or only learn from tallies (a route of the worker)."""
         self.detectors = list(detectors)
+        self.folds = folds
         self._lanes = {kind: _lanes([d for d in self.detectors if kind in d.meta.event_kinds
                                      and (folds or not d.tallies)], kind)
                        for kind in get_args(EventKind)}
@@ -455,6 +456,8 @@ class Engine:
         it is tallied again once more is folded into it.
         """
         due = self._due.pop(partition, {})
+        if not self.folds:
+            return []
         if partition not in self._scanned:
             self._scanned.add(partition)
             for detector in self.detectors:
