@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import signal
+import time
+
 import orjson
 
 from connectors.kafka import ensure_topics, publish_events
@@ -39,8 +42,10 @@ def test_worker_killed_and_restarted_keeps_detector_state(isolated, spawn):
         alerts = wait_until(lambda: read_topic(s, s.topics.alerts), 180, "the alert", worker.assert_running)
     except AssertionError as exc:  # say which way it failed: state lost (all consumed) or the worker stalled
         consumed = committed_all(s, s.app_id, event_topics)
+        worker.proc.send_signal(signal.SIGUSR1)  # faust's worker then logs every thread's and task's stack
+        time.sleep(3)
         raise AssertionError(f"{exc}; the restarted worker {'committed' if consumed else 'did not commit'} "
-                             "every event") from exc
+                             f"every event; its stacks:\n{worker.log_tail(1500)}") from exc
     first = orjson.loads(alerts[0].value())
     last_event = _events(THRESHOLD - 1, 1)[0]
     assert first["@timestamp"][:23] == last_event["timestamp"][:23]
