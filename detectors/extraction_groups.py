@@ -210,11 +210,12 @@ class _GroupDetector(Detector):
         if start != seen.start:  # a partial begun afresh (the previous one was idle past its ttl)
             n = unsure = 0
         # Counted once: a tally sent again adds nothing, and one sent before a later one arrives adds nothing.
-        added, added_unsure = max(0, seen.n - n), max(0, min(seen.unsure, seen.n) - unsure)
+        seen_unsure = min(seen.unsure, seen.n)
+        added, added_unsure = max(0, seen.n - n), max(0, seen_unsure - unsure)
         if added or start != seen.start:
             if seen.source not in counted and len(counted) >= _MAX_SOURCES:
                 del counted[next(iter(counted))]
-            counted[seen.source] = [seen.start, seen.n, min(seen.unsure, seen.n)]
+            counted[seen.source] = [seen.start, seen.n, seen_unsure]
         peers["n"] += added
         peers["unsure"] += added_unsure
         state["n"] += added

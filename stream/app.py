@@ -167,8 +167,9 @@ def create_app(settings: Settings, detectors: list[Detector], partitions: int) -
         engine = Engine([*group, *folding], max_keys=settings.max_keys, folds=bool(folding))
         return _Lane(engine, CheckpointStore(tables, topics, changelog))
 
-    tallying = {d.meta.id: d.partition_key for d in detectors if d.tallies}
-    inline = lane(by_key.pop("principal", []), {t.inference, t.feedback}, [d for d in detectors if d.tallies])
+    folding = [d for d in detectors if d.tallies]
+    tallying = {d.meta.id: d.partition_key for d in folding}  # the route of each detector's tallies
+    inline = lane(by_key.pop("principal", []), {t.inference, t.feedback}, folding)
     routes = {
         key: (app.topic(f"{settings.app_id}-route-{key}", key_type=bytes, value_type=bytes, internal=True,
                         partitions=partitions, config={"max.message.bytes": str(DEADLETTER_MAX_BYTES)}), group)
