@@ -58,6 +58,7 @@ class CheckpointStore:
         self.send = send
         self.max_record_bytes = max_record_bytes
         self.dirty: dict[int, dict[tuple[str, str], State | None]] = {}
+        self._dicts: dict[str, dict[str, State]] = {}
         self.partition = 0
 
     def at(self, partition: int) -> None:
@@ -68,7 +69,17 @@ class CheckpointStore:
     # -- the engine's StateStore protocol, for the selected partition
     def get(self, detector_id: str, key: str) -> State | None:
         record = self.dirty[self.partition].get((detector_id, key), _CLEAN)
-        return self.tables[detector_id].data.get(key) if record is _CLEAN else record
+        return self._saved(detector_id).get(key) if record is _CLEAN else record
+
+    def _saved(self, detector_id: str) -> dict[str, State]:
+        """The dict under a table's in-memory store: faust's ``Store.get`` goes through Python-level
+        ``Mapping.get`` and ``__getitem__`` and raises ``KeyError`` for a key never seen (0.6 µs against 0.04),
+        once per key and engine batch. The store keeps its dict for the table's life (recovery and a
+        rebalance update or clear it in place)."""
+        saved = self._dicts.get(detector_id)
+        if saved is None:
+            saved = self._dicts[detector_id] = self.tables[detector_id].data.data
+        return saved
 
     def put(self, detector_id: str, key: str, record: State) -> None:
         self.dirty[self.partition][(detector_id, key)] = record

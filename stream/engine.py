@@ -354,9 +354,17 @@ class Engine:
         # Per event kind met in this batch: each lane with the records it has fetched (its partials' for a
         # lane that folds) and its peers'.
         lanes: dict[str, list[tuple]] = {}
+        source: tuple[str, int] | None = None  # of the latest position, and its slot: most of a batch shares one
+        slot: str | None = None
         for index, (event, position) in enumerate(items):
             now = event.epoch
             latest = max(latest, now)
+            if position is None:
+                slot, offset, source = None, -1, None
+            else:
+                offset = position.offset
+                if source is None or position.topic != source[0] or position.partition != source[1]:
+                    source, slot = (position.topic, position.partition), position.slot
             kind_lanes = lanes.get(event.kind)
             if kind_lanes is None:
                 kind_lanes = lanes[event.kind] = [
@@ -364,7 +372,7 @@ class Engine:
                      batch.records_of(lane.detector_id + PEERS) if lane.peered else None)
                     for lane in self._lanes[event.kind]]
             try:
-                self._apply(event, now, position, kind_lanes, batch, step, due)
+                self._apply(event, now, slot, offset, kind_lanes, batch, step, due)
             except Exception as exc:
                 if failed is None:
                     raise
@@ -382,11 +390,11 @@ class Engine:
             step.expired.extend((detector_id, key) for key in gone)  # a batch's own keys too, past max_keys
         return step
 
-    def _apply(self, event: AnyEvent, now: float, position: Position | None, lanes: list[tuple], batch: _Batch,
+    def _apply(self, event: AnyEvent, now: float, slot: str | None, offset: int, lanes: list[tuple], batch: _Batch,
                step: Step, due: dict[tuple[str, str], State]) -> None:
         # The hot path of the engine, run per event and detector: a record this batch has fetched
-        # is a dict lookup away, and only a miss goes to _Batch.fetch.
-        slot, offset = (position.slot, position.offset) if position is not None else (None, -1)
+        # is a dict lookup away, and only a miss goes to _Batch.fetch. ``slot`` and ``offset`` are the
+        # event's position (None and -1 for none).
         keys: list[str | None] = []
         for lane, records, peer_records in lanes:
             if lane.same_key_as >= 0:
@@ -419,7 +427,7 @@ class Engine:
                     continue
                 applied[slot] = offset
             if lane.fold is not None:  # value is set, as for a lane that digests
-                if lane.fold(record["state"], event, value):
+                if lane.fold(record["state"], event, value) and record.get("due") is not True:
                     record["due"] = True  # so that a partial restored after a crash is still sent
                     due[(lane.store_id, key)] = record
                 continue

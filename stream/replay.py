@@ -14,7 +14,8 @@ from detectors.base import AnyEvent
 from stream.decode import Rejected, decode
 from stream.engine import Engine, MemoryStore
 
-# Events applied as one engine batch: the worker's batch size (stream.app.BATCH_MAX).
+# Events applied as one engine batch, and folded between two tallies. A worker's batches are larger
+# (stream.app.BATCH_MAX) and it tallies every MODELSIEM_TALLY_INTERVAL instead.
 BATCH = 500
 
 

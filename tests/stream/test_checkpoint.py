@@ -11,11 +11,19 @@ from faust.types import TP
 from stream.checkpoint import CheckpointSensor, CheckpointStore
 
 
+class _Memory(dict):  # type: ignore[type-arg]
+    """faust's in-memory store: a mapping whose plain dict is its ``data``."""
+
+    @property
+    def data(self) -> dict[str, Any]:
+        return self
+
+
 class _Table:
     """What the store uses of a faust table: its data and its changelog topic's name."""
 
     def __init__(self, name: str) -> None:
-        self.data: dict[str, Any] = {}
+        self.data = _Memory()
         self.changelog_topic = SimpleNamespace(get_topic_name=lambda: f"{name}-changelog")
 
 
