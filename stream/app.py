@@ -56,7 +56,7 @@ from stream.decode import Kind, Rejected, decode, digest_decoder
 from stream.engine import DIGEST, PEERS, TALLY, Engine, Position, Step
 from stream.handover import Handover, acknowledge
 from stream.routing import letter, route_partition, routed_item, routed_messages, unpack
-from stream.skipped import Raw, SkippedOffsets
+from stream.skipped import Message, Raw, SkippedOffsets
 
 log = logging.getLogger("modelsiem.worker")
 # Events are processed in batches of up to BATCH_MAX, cut from what a fetch brought (stream.handover): about a
@@ -69,7 +69,7 @@ ROUTED_MAX_BYTES = 1024 * 1024
 # An event as a lane's agent hands it to the engine: the partition whose state it updates, the message it
 # came in, the event, where it first entered Kafka (none for a signal) and, for a routed event, its own text
 # (what is dead-lettered if a detector fails on it; see stream.routing.letter).
-_Item = tuple[int, Raw, AnyEvent, Position | None, bytes | None]
+_Item = tuple[int, Message, AnyEvent, Position | None, bytes | None]
 
 
 def _credentials(kafka: KafkaSettings) -> Any:
@@ -182,11 +182,11 @@ def create_app(settings: Settings, detectors: list[Detector], partitions: int) -
     lanes = [inline, *route_lanes.values()]
     app.sensors.add(CheckpointSensor([each.store for each in lanes], deliver=outbox.flush))
 
-    def deadletter(raw: Raw, reason: str, stage: str) -> None:
+    def deadletter(raw: Message, reason: str, stage: str) -> None:
         outbox.send(t.deadletter, raw.key, raw.value,
                     deadletter_headers(reason, raw.topic, raw.partition, raw.offset, stage))
 
-    def detector_failed(raw: Raw, exc: Exception) -> None:
+    def detector_failed(raw: Message, exc: Exception) -> None:
         deadletter(raw, f"detector failure: {type(exc).__name__}: {exc}"[:1000], "engine")
 
     def handle(lane: _Lane, items: list[_Item]) -> None:
@@ -255,7 +255,7 @@ def create_app(settings: Settings, detectors: list[Detector], partitions: int) -
                 send_tallies()
 
     def digested(digesters: list[Detector], event: AnyEvent, key_value: str, position: Position,
-                 raw: Raw) -> Iterator[bytes]:
+                 raw: Message) -> Iterator[bytes]:
         """The routed items of an event's digests, one per detector that learns from it."""
         for detector in digesters:
             try:
@@ -267,7 +267,7 @@ def create_app(settings: Settings, detectors: list[Detector], partitions: int) -
                               raw.partition, raw.offset)
                 detector_failed(raw, exc)
 
-    async def batches(queue: Any) -> AsyncIterator[list[Raw]]:
+    async def batches(queue: Any) -> AsyncIterator[list[Message]]:
         """An agent's records as its consumer fetched them (``stream.handover``), holes filled; acknowledged
         once processed."""
         async for raws in app.handover.pieces(queue, BATCH_MAX):
@@ -376,7 +376,7 @@ def _taker(group: list[Detector]) -> Callable[[AnyEvent], bool]:
 
 
 def _route_agent(app: faust.App, topic: Any, key: str, lane: _Lane, batches: Any, handle: Any,
-                 deadletter: Callable[[Raw, str, str], None]) -> None:
+                 deadletter: Callable[[Message, str, str], None]) -> None:
     queue = app.handover.register([topic.get_topic_name()])
     digests = digest_decoder([d.digest_type for d in lane.engine.detectors if d.digest_type is not None])
 

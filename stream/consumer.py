@@ -44,7 +44,7 @@ from faust.transport.consumer import CONSUMER_FETCHING
 from faust.transport.drivers import aiokafka
 from faust.types import TP
 
-from stream.handover import Handover, Piece, interleaved, raws_of
+from stream.handover import Handover, Piece, interleaved
 
 log = logging.getLogger("modelsiem.worker")
 # faust asks the broker to hold a fetch for up to 1.5 s. aiokafka keeps one fetch in flight per broker, and
@@ -225,7 +225,7 @@ class Consumer(aiokafka.Consumer):  # type: ignore[misc]
         if not unread:
             return True
         await self._commit_if_due()
-        piece = Piece(generation, interleaved([raws_of(records) for records in unread.values()]))
+        piece = Piece(generation, interleaved(list(unread.values())))
         while queue.full():
             # The agent is behind: wait for it (polling, since no task may be left waiting on the queue when a
             # rebalance cancels this loop), or give up when a rebalance stops the flow.

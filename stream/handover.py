@@ -7,9 +7,9 @@ against 317,000 for the aiokafka consumer under it, and that path was most of
 the worker's time (README, Performance). For the topics
 registered here, the worker's consumer (``stream.consumer``) skips all of it:
 it puts an agent's part of each fetch on the agent's queue as one piece, the
-partitions' records taken in turn as faust's scheduler takes them, as
-:class:`~stream.skipped.Raw` messages; the agent acknowledges their offsets in
-one step once it has processed them.
+partitions' records taken in turn as faust's scheduler takes them, as aiokafka
+made them (see :data:`stream.skipped.Message`); the agent acknowledges their
+offsets in one step once it has processed them.
 
 Everything else stays faust's: the consumer group and its rebalances, the
 tables and their recovery, offset commits (from the acknowledged offsets, as
@@ -32,7 +32,7 @@ from typing import Any
 from faust.types import TP
 from faust.types.tuples import ack_lock
 
-from stream.skipped import Raw
+from stream.skipped import Message
 
 # Fetches waiting for one agent, each at most 1 MiB per partition (aiokafka's default). One is enough: an agent
 # takes far longer over a piece than the consumer over a fetch, and aiokafka fetches ahead meanwhile. (Two, in
@@ -45,7 +45,7 @@ class Piece:
     """An agent's records from one fetch, its partitions interleaved, and the consumer generation that fetched them."""
 
     generation: int
-    raws: list[Raw]
+    raws: list[Message]
 
 
 class Handover:
@@ -62,7 +62,7 @@ class Handover:
             self.queues[topic] = queue
         return queue
 
-    async def pieces(self, queue: Any, most: int) -> AsyncIterator[list[Raw]]:
+    async def pieces(self, queue: Any, most: int) -> AsyncIterator[list[Message]]:
         """The queue's records in runs of at most ``most``, those of an earlier generation left out."""
         app = self.app
         while True:
@@ -74,14 +74,7 @@ class Handover:
                 yield raws[start:start + most]
 
 
-def raws_of(records: Sequence[Any]) -> list[Raw]:
-    """aiokafka's records as the agents use them."""
-    return [Raw(r.topic, r.partition, r.offset, r.key, r.value, list(r.headers or ()),
-                r.timestamp / 1000.0 if r.timestamp is not None else 0.0)
-            for r in records]
-
-
-def interleaved(partitions: Sequence[list[Raw]]) -> list[Raw]:
+def interleaved(partitions: Sequence[list[Message]]) -> list[Message]:
     """The records of several partitions, one of each in turn, as faust's scheduler hands them over.
 
     Partitions are ordered apart, but their events are about the same time at about the same place in
@@ -89,6 +82,7 @@ def interleaved(partitions: Sequence[list[Raw]]) -> list[Raw]:
     several partitions (a campaign's) get events in near time order rather than one partition's minutes
     after another's.
 
+    >>> from stream.skipped import Raw
     >>> [r.offset for r in interleaved([[Raw("t", 0, o, None, None) for o in (1, 2, 3)],
     ...                                 [Raw("t", 1, o, None, None) for o in (7,)]])]
     [1, 7, 2, 3]
@@ -98,7 +92,7 @@ def interleaved(partitions: Sequence[list[Raw]]) -> list[Raw]:
     return [raw for turn in zip_longest(*partitions) for raw in turn if raw is not None]
 
 
-def acknowledge(consumer: Any, raws: Sequence[Raw]) -> None:
+def acknowledge(consumer: Any, raws: Sequence[Message]) -> None:
     """Mark ``raws`` processed, as faust's ``Consumer.ack`` does for each of its messages, in one step."""
     by_tp: dict[tuple[str, int], list[int]] = {}
     for raw in raws:

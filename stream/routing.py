@@ -31,7 +31,7 @@ from aiokafka.partitioner import murmur2
 
 from stream.decode import Rejected, RoutedKind
 from stream.engine import Position
-from stream.skipped import Raw
+from stream.skipped import Message, Raw
 
 SOURCE_HEADER = "modelsiem.source"  # header of a routed event from older workers: where it first entered Kafka
 
@@ -72,7 +72,7 @@ def routed_messages(items: list[bytes], max_bytes: int) -> list[bytes]:
     return [b"[" + b",".join(run) + b"]" for run in runs if run]
 
 
-def unpack(raw: Raw) -> list[tuple[Position | None, RoutedKind | None, bytes]] | Rejected:
+def unpack(raw: Message) -> list[tuple[Position | None, RoutedKind | None, bytes]] | Rejected:
     """The events of a routed message, each with the position where it first entered Kafka (none for a
     signal) and its kind; or why the message is not a routed message."""
     value = raw.value or b""
@@ -107,7 +107,7 @@ def unpack(raw: Raw) -> list[tuple[Position | None, RoutedKind | None, bytes]] |
     return events
 
 
-def letter(raw: Raw, source: Position | None, value: bytes) -> Raw:
+def letter(raw: Message, source: Position | None, value: bytes) -> Raw:
     """A routed event as the dead-letter topic should show it: its own text, and where it first entered
     Kafka (a signal, which has no such place, where it was read)."""
     if source is None:

@@ -14,7 +14,7 @@ from faust.types import TP
 from modelsiem.settings import Settings
 from stream.app import new_app
 from stream.consumer import FETCH_MAX_WAIT_MS, Consumer, started
-from stream.handover import Piece, acknowledge, raws_of
+from stream.handover import Piece, acknowledge
 
 TP0 = TP("events", 0)
 
@@ -212,9 +212,8 @@ def test_records_of_a_registered_topic_go_to_its_queue_a_fetch_at_a_time_partiti
     piece = queue.get_nowait()
     assert queue.empty() and piece.generation == 3
     assert [(r.partition, r.offset) for r in piece.raws] == [(0, 0), (1, 40), (0, 1), (1, 41), (0, 2), (1, 43)]
-    first = piece.raws[0]
-    assert (first.topic, first.key, first.value, first.headers, first.timestamp) == (
-        "events", b"k", b"v0", [("h", b"1")], 1_700_000_000.0)
+    first = piece.raws[0]  # the record as aiokafka made it
+    assert (first.topic, first.key, first.value, first.headers) == ("events", b"k", b"v0", [("h", b"1")])
     assert consumer._read_offset[TP0] == 2 and consumer._read_offset[TP1] == 43
     assert consumer._gap[TP1].overlaps(42) and not consumer._gap[TP1].overlaps(41)  # the gap, as faust records it
 
@@ -241,8 +240,8 @@ def test_pieces_come_in_runs_and_those_of_an_earlier_generation_are_dropped(cons
     queue = app.handover.register(["events"])
     app.consumer_generation_id = 2
     app.flow_control.resume()  # as once partitions are assigned
-    queue.force_put_nowait(Piece(1, raws_of([_record(o) for o in range(3)])))  # fetched before a rebalance
-    queue.force_put_nowait(Piece(2, raws_of([_record(o) for o in range(3, 8)])))  # (past the bound, for the test)
+    queue.force_put_nowait(Piece(1, [_record(o) for o in range(3)]))  # fetched before a rebalance
+    queue.force_put_nowait(Piece(2, [_record(o) for o in range(3, 8)]))  # (past the bound, for the test)
 
     async def take(runs: int) -> list[list[int]]:
         got = []
@@ -259,7 +258,7 @@ def test_acknowledged_pieces_are_committed_through(consumer):
     consumer.app.topics.acks_enabled_for = lambda topic: True  # as for an agent's topic
     consumer._committed_offset[TP0] = 5
     consumer._committed_offset[TP1] = None
-    raws = raws_of([_record(o) for o in (3, 5, 6)] + [_record(o, TP1) for o in (0, 1)] + [_record(7)])
+    raws = [_record(o) for o in (3, 5, 6)] + [_record(o, TP1) for o in (0, 1)] + [_record(7)]
     acknowledge(consumer, raws)
     acknowledge(consumer, raws[1:2])  # once more: counted once
     assert consumer._acked[TP0] == [5, 6, 7] and consumer._acked[TP1] == [0, 1]  # 3 is committed already
