@@ -53,7 +53,7 @@ from modelsiem.settings import KafkaSettings, Settings
 from stream.checkpoint import CheckpointSensor, CheckpointStore
 from stream.consumer import Transport
 from stream.decode import Kind, Rejected, decode, digest_decoder
-from stream.engine import DIGEST, PEERS, TALLY, Engine, Position, Step
+from stream.engine import DIGEST, PEERS, TALLY, Engine, Located, Step
 from stream.handover import Handover, acknowledge
 from stream.routing import letter, route_partition, routed_item, routed_messages, unpack
 from stream.skipped import Message, Raw, SkippedOffsets
@@ -69,7 +69,7 @@ ROUTED_MAX_BYTES = 1024 * 1024
 # An event as a lane's agent hands it to the engine: the partition whose state it updates, the message it
 # came in, the event, where it first entered Kafka (none for a signal) and, for a routed event, its own text
 # (what is dead-lettered if a detector fails on it; see stream.routing.letter).
-_Item = tuple[int, Message, AnyEvent, Position | None, bytes | None]
+_Item = tuple[int, Message, AnyEvent, Located | None, bytes | None]
 
 
 def _credentials(kafka: KafkaSettings) -> Any:
@@ -254,14 +254,14 @@ def create_app(settings: Settings, detectors: list[Detector], partitions: int) -
             if time.monotonic() - last_tallies[0] >= settings.tally_interval:
                 send_tallies()
 
-    def digested(digesters: list[Detector], event: AnyEvent, key_value: str, position: Position,
-                 raw: Message) -> Iterator[bytes]:
-        """The routed items of an event's digests, one per detector that learns from it."""
+    def digested(digesters: list[Detector], event: AnyEvent, key_value: str, raw: Message) -> Iterator[bytes]:
+        """The routed items of an event's digests, one per detector that learns from it (the record is the
+        digests' source position)."""
         for detector in digesters:
             try:
                 seen = detector.digest(event, key_value)
                 if seen is not None:
-                    yield routed_item(position, DIGEST, seen.to_json())
+                    yield routed_item(raw, DIGEST, seen.to_json())
             except Exception as exc:  # a detector's bug: reported like one in the engine, the event goes on
                 log.exception("%s failed to digest %s[%d]@%d; dead-lettered", detector.meta.id, raw.topic,
                               raw.partition, raw.offset)
@@ -301,7 +301,6 @@ def create_app(settings: Settings, detectors: list[Detector], partitions: int) -
                     log.warning("dead-lettered %s[%d]@%d: %s", raw.topic, raw.partition, raw.offset, event.reason)
                     deadletter(raw, event.reason, "decode")
                     continue
-                position = Position(raw.topic, raw.partition, raw.offset)
                 item = None  # the same for every route that takes the event
                 for key, value_of_key, ask, digesters in by_kind[event.kind]:
                     key_value = value_of_key(event)
@@ -310,11 +309,11 @@ def create_app(settings: Settings, detectors: list[Detector], partitions: int) -
                     # The source position travels along: a re-delivered event forwarded twice is applied once.
                     bound = forward[(key, route_partition(model_key(event, key_value), partitions))]
                     if digesters is None:
-                        item = item or routed_item(position, event.kind, value)
+                        item = item or routed_item(raw, event.kind, value)
                         bound.append(item)
                     else:
-                        bound.extend(digested(digesters, event, key_value, position, raw))
-                inline_items.append((raw.partition, raw, event, position, None))
+                        bound.extend(digested(digesters, event, key_value, raw))
+                inline_items.append((raw.partition, raw, event, raw, None))  # a record is its own position
             handle(inline, inline_items)
             if tallying and time.monotonic() - last_tallies[0] >= settings.tally_interval:
                 send_tallies()

@@ -132,9 +132,19 @@ class Position(NamedTuple):
     partition: int
     offset: int
 
+
+class Located(Protocol):
+    """What the engine reads of a position: a :class:`Position`, or a record fetched from Kafka (the worker's
+    ingest passes the record itself rather than make a Position of it)."""
+
     @property
-    def slot(self) -> str:
-        return f"{self.topic}:{self.partition}"
+    def topic(self) -> str: ...
+
+    @property
+    def partition(self) -> int: ...
+
+    @property
+    def offset(self) -> int: ...
 
 
 class _Recency:
@@ -323,7 +333,7 @@ class Engine:
         return recency
 
     def process(
-        self, event: AnyEvent, store: StateStore, position: Position | None = None, partition: int | None = None
+        self, event: AnyEvent, store: StateStore, position: Located | None = None, partition: int | None = None
     ) -> Step:
         """Apply one event to every detector it concerns; save the returned step once its alerts are sent.
 
@@ -337,7 +347,7 @@ class Engine:
 
     def process_batch(
         self,
-        items: Sequence[tuple[AnyEvent, Position | None]],
+        items: Sequence[tuple[AnyEvent, Located | None]],
         store: StateStore,
         partition: int = 0,
         failed: Callable[[int, Exception], None] | None = None,
@@ -364,7 +374,8 @@ class Engine:
             else:
                 offset = position.offset
                 if source is None or position.topic != source[0] or position.partition != source[1]:
-                    source, slot = (position.topic, position.partition), position.slot
+                    source = (position.topic, position.partition)
+                    slot = f"{source[0]}:{source[1]}"
             kind_lanes = lanes.get(event.kind)
             if kind_lanes is None:
                 kind_lanes = lanes[event.kind] = [

@@ -30,7 +30,7 @@ import orjson
 from aiokafka.partitioner import murmur2
 
 from stream.decode import Rejected, RoutedKind
-from stream.engine import Position
+from stream.engine import Located, Position
 from stream.skipped import Message, Raw
 
 SOURCE_HEADER = "modelsiem.source"  # header of a routed event from older workers: where it first entered Kafka
@@ -53,7 +53,7 @@ def route_partition(key: str, partitions: int) -> int:
     return (murmur2(key.encode()) & 0x7FFFFFFF) % partitions
 
 
-def routed_item(source: Position | None, kind: str, event: bytes) -> bytes:
+def routed_item(source: Located | None, kind: str, event: bytes) -> bytes:
     """One item of a routed message; ``event`` is JSON the decoder accepted, so it embeds as it is."""
     where = [None, None, None] if source is None else [source.topic, source.partition, source.offset]
     return orjson.dumps([*where, kind])[:-1] + b"," + event + b"]"
