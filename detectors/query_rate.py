@@ -23,6 +23,11 @@ expired after ``state_ttl``) is learned for ``warmup_buckets`` before it can
 alert: its steady heavy use is its baseline, not a surge. A key without a
 known creation time gets no such grace.
 
+During a flood a finding is made on the first surging query of each bucket and
+then as the burst grows by a sixteenth, not on every query: the engine re-sends
+an alert only as its evidence grows (to twice its size by default), and a
+finding for each query of a long flood was most of this detector's cost.
+
 A rate change alone is weak evidence of extraction (backfills and batch jobs do
 it too), so this detector stays at low severity.
 
@@ -56,13 +61,15 @@ _SAMPLES = 5
 _RECENT = 128
 # Baselines whose threshold and bars are kept (three floats each), at most.
 _BARS_KEPT = 4096
+# Within a bucket's flood, a finding again once the burst has grown by this share since the last one.
+_STEP = 1 / 16
 
 
 class QueryRateDetector(Detector):
     meta = DetectorMeta(
         id="query_rate",
         name="Query rate far above the principal's baseline",
-        version=3,
+        version=4,
         description=(
             "A principal queried a model far more often in one time bucket than its own "
             "history predicts. Model extraction needs thousands of queries; a flood from one "
@@ -112,9 +119,11 @@ class QueryRateDetector(Detector):
         self._kept_bars: dict[tuple[float, float], tuple[float, float, float]] = {}
 
     def new_state(self) -> State:
-        # recent: times of the latest queries within the medium window (at most _RECENT of them).
+        # recent: times of the latest queries within the medium window (at most _RECENT of them); told: the
+        # burst at the latest finding.
         return {"bucket": None, "count": 0, "mean": 0.0, "var": 0.0, "learned": 0, "established": False,
-                "window": None, "in_window": 0, "recent": [], "burst": 0, "hot": False, "ids": [], "ips": []}
+                "window": None, "in_window": 0, "recent": [], "burst": 0, "told": 0, "hot": False, "ids": [],
+                "ips": []}
 
     def update(self, state: State, event: AnyEvent) -> Iterable[Finding]:
         p = self.params
@@ -150,8 +159,14 @@ class QueryRateDetector(Detector):
         if not self._surging(state, bars):
             return ()
         # The burst counts every query of the buckets that crossed the threshold.
-        state["burst"] += 1 if state["hot"] else state["count"]
-        state["hot"] = True
+        if state["hot"]:
+            state["burst"] += 1
+            if state["burst"] < state["told"] * (1 + _STEP):
+                return ()
+        else:
+            state["burst"] += state["count"]
+            state["hot"] = True
+        state["told"] = state["burst"]
         principal = event.principal.id
         return (
             Finding(
@@ -245,7 +260,7 @@ class QueryRateDetector(Detector):
 
     def _close_bucket(self, state: State, elapsed_buckets: int) -> None:
         if not state["hot"]:  # a flood stays out of the baseline
-            state["burst"] = 0
+            state["burst"] = state["told"] = 0
             self._learn(state, state["count"])
         # Silent buckets in between count as zeros; past ~10/alpha of them the baseline is gone anyway.
         for _ in range(min(elapsed_buckets - 1, math.ceil(10 / self.params.alpha))):

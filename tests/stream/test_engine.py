@@ -5,6 +5,7 @@ from __future__ import annotations
 import orjson
 import pytest
 
+from detectors.base import Finding
 from detectors.feedback_surge import FeedbackSurgeDetector
 from detectors.query_rate import QueryRateDetector
 from detectors.testing import feedback, inference
@@ -27,9 +28,12 @@ def flood(n: int, start: float = 0.0, prefix: str = "f"):
 
 
 def test_one_alert_updated_as_evidence_grows() -> None:
-    alerts, _ = run(Engine([QueryRateDetector()]), flood(2500))
-    # Revisions at 300, 600, 1200, 2400 queries: doubling evidence, one alert id.
-    assert [a["modelsiem"]["evidence"]["burst_queries"] for a in alerts] == [300, 600, 1200, 2400]
+    alerts, _ = run(Engine([QueryRateDetector()]), flood(3000))
+    # Revisions as the evidence doubles, one alert id. The detector makes a finding as its burst grows by a
+    # sixteenth, so a revision comes at the first finding past twice the last one.
+    bursts = [a["modelsiem"]["evidence"]["burst_queries"] for a in alerts]
+    assert bursts[0] == 300 and len(bursts) == 4
+    assert all(2 * before <= after <= 2 * before * 17 / 16 + 1 for before, after in zip(bursts, bursts[1:]))
     assert len({a["event"]["id"] for a in alerts}) == 1
     assert [a["modelsiem"]["alert"]["revision"] for a in alerts] == [1, 2, 3, 4]
     assert len({document_id(a) for a in alerts}) == 4
@@ -202,7 +206,6 @@ def test_a_detector_failure_is_reported_and_the_batch_goes_on() -> None:
 def test_a_building_block_signals_numpy_numbers_and_fails_on_its_event_for_what_json_cannot_carry() -> None:
     import numpy as np
 
-    from detectors.base import Finding
     from tests.seen_digest import PrefixSeenDetector
 
     class Evidence(PrefixSeenDetector):
@@ -247,12 +250,11 @@ def test_a_batch_with_more_new_keys_than_max_keys_stays_within_the_bound() -> No
 
 
 def test_evidence_json_cannot_carry_fails_on_its_event_not_at_publishing() -> None:
-    from dataclasses import replace
-
     class OddEvidence(QueryRateDetector):
-        def update(self, state, event):
+        def update(self, state, event):  # a finding on every event, growing, with odd evidence on three
             odd = {"f301": {"a", "b"}, "f302": 2**70, "f303": [object()]}.get(event.event_id)
-            return [replace(f, evidence={**f.evidence, "extra": odd}) for f in super().update(state, event)]
+            return [Finding(subject="s", severity="low", risk_score=21, summary="x",
+                            magnitude=int(event.event_id[1:]) + 1, evidence={"extra": odd})]
 
     store, failed = MemoryStore(), []
     step = Engine([OddEvidence()], growth=1.0001).process_batch(
