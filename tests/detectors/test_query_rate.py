@@ -49,3 +49,14 @@ def test_a_backfill_just_under_the_population_ceiling_does_not_alert() -> None:
     # 4.5 queries a second for 20 minutes, after a quiet history: Poisson bursts above 5/s are expected.
     backfill = [inference(f"b{i}", 1800 + i / 4.5 + (i % 7) * 0.05) for i in range(5400)]
     assert not run(quiet_history() + backfill)
+
+
+def test_a_long_flood_makes_a_finding_as_its_burst_grows_not_one_a_query() -> None:
+    # 100 queries a second for 200 seconds after a quiet history: four buckets of flood.
+    flood = [inference(f"f{i}", 1800.3 + i / 100, principal_fields=AGED) for i in range(20_000)]
+    findings = run(quiet_history(principal_fields=AGED) + flood)
+    bursts = [f.magnitude for f in findings]
+    assert 10 < len(findings) < 200
+    assert all(after > before for before, after in zip(bursts, bursts[1:]))
+    # The latest finding is at most a sixteenth of the burst behind the flood's end.
+    assert bursts[-1] * 17 / 16 >= 20_000
